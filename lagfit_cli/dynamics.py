@@ -1,0 +1,187 @@
+r"""Euler–Lagrange q̈ solvers: the hot path.
+
+Every solver computes the seed report's eq. 6 for a Lagrangian written once,
+
+    q̈ = (∇_q̇ ∇_q̇ᵀ L)⁻¹ [ ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ ],
+
+with the signature
+
+    solver(system, q: (N, D), qd: (N, D), theta: (B, P)) -> qdd: (B, N, D)
+
+and is differentiable with respect to ``theta`` (the fit needs ∂loss/∂θ). The D×D
+Hessian is handled by a batched linear solve, never an explicit inverse.
+
+Solvers, selected by name (``solver.name``):
+
+``batched`` (default)
+    L is evaluated point by point, so its derivatives with respect to the *whole*
+    (N, D) state are block-diagonal across points: one reverse pass of ΣL gives ∇_q L
+    and ∇_q̇ L at every point at once; forward-mode jvps of ∇_q̇ L give the mixed term
+    (∇_q ∇_q̇ᵀ L) q̇ (a single jvp along q̇) and the Hessian's D columns. The parameter
+    batch is vmapped.
+``vmap``
+    The report's v2: ``torch.func.jacfwd`` per point, ``vmap`` over points and starts.
+``loop``
+    The report's old method: ``torch.autograd.functional`` per point and start, in Python
+    loops. Kept as the baseline to beat; very slow.
+``closed_form``
+    The system's hand-derived q̈ (only where the system provides one): the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.func import grad, jacfwd, jvp, vmap
+
+from .errors import LagfitError
+from .systems import System
+
+Solver = Callable[[System, Tensor, Tensor, Tensor], Tensor]
+SOLVERS: dict[str, Solver] = {}
+
+
+def register_solver(name: str) -> Callable[[Solver], Solver]:
+    """Register ``solver(system, q, qd, theta) -> qdd`` under ``name``."""
+
+    def decorator(fn: Solver) -> Solver:
+        if name in SOLVERS:
+            raise ValueError(f"solver {name!r} is registered twice")
+        SOLVERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_solver(name: str) -> Solver:
+    try:
+        return SOLVERS[name]
+    except KeyError:
+        known = ", ".join(sorted(SOLVERS))
+        raise LagfitError(f"solver.name: unknown solver {name!r}; known solvers: {known}") from None
+
+
+def solve_mass_matrix(hessian: Tensor, rhs: Tensor) -> Tensor:
+    """Solve H x = rhs for a batch of D×D matrices: H (..., D, D), rhs (..., D)."""
+    if hessian.shape[-1] == 1:  # the 1×1 solve is a division, and much cheaper
+        return rhs / hessian[..., 0]
+    return torch.linalg.solve(hessian, rhs)
+
+
+# --------------------------------------------------------------------------- batched
+
+
+def euler_lagrange_terms(
+    lagrangian: Callable[[Tensor, Tensor, Tensor], Tensor],
+    q: Tensor,
+    qd: Tensor,
+    theta: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The two sides of eq. 5 at every point for one parameter vector.
+
+    Args:
+        q, qd: (N, D) states; theta: (P,) parameters.
+
+    Returns:
+        hessian: (N, D, D), ∂²L/∂q̇∂q̇ᵀ at each point.
+        rhs: (N, D), ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ at each point.
+    """
+    n_points, dof = q.shape
+
+    def total(q_: Tensor, qd_: Tensor) -> Tensor:
+        return lagrangian(q_, qd_, theta).sum()
+
+    grad_q = grad(total, argnums=0)(q, qd)
+    grad_qd = grad(total, argnums=1)
+
+    # (∇_q ∇_q̇ᵀ L) q̇ is the derivative of ∇_q̇ L along q in the direction q̇: one jvp.
+    _, mixed = jvp(lambda q_: grad_qd(q_, qd), (q,), (qd,))
+
+    def hessian_column(direction: Tensor) -> Tensor:
+        return jvp(lambda qd_: grad_qd(q, qd_), (qd,), (direction.expand(n_points, dof),))[1]
+
+    if dof == 1:
+        hessian = hessian_column(torch.ones_like(qd[:1])).unsqueeze(-1)
+    else:
+        eye = torch.eye(dof, dtype=q.dtype, device=q.device)
+        hessian = vmap(hessian_column, out_dims=-1)(eye)
+    return hessian, grad_q - mixed
+
+
+def _batched_one(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    hessian, rhs = euler_lagrange_terms(system.lagrangian, q, qd, theta)
+    return solve_mass_matrix(hessian, rhs)
+
+
+@register_solver("batched")
+def batched_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """Block-diagonal autograd over all points, vmapped over the parameter batch."""
+    return vmap(_batched_one, in_dims=(None, None, None, 0))(system, q, qd, theta)
+
+
+def mass_matrix(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """∂²L/∂q̇∂q̇ᵀ at every point for one parameter vector: (N, D, D)."""
+    return euler_lagrange_terms(system.lagrangian, q, qd, theta)[0]
+
+
+# --------------------------------------------------------------------------- report's v2
+
+
+@register_solver("vmap")
+def vmap_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """The seed report's v2: jacfwd per point, vmap over points and over starts."""
+    lagrangian = system.lagrangian
+
+    def point(q_p: Tensor, qd_p: Tensor, theta_b: Tensor) -> Tensor:
+        grad_q = jacfwd(lagrangian, argnums=0)(q_p, qd_p, theta_b)
+        d_qd = jacfwd(lagrangian, argnums=1)
+        hessian = jacfwd(d_qd, argnums=1)(q_p, qd_p, theta_b)
+        mixed = jacfwd(d_qd, argnums=0)(q_p, qd_p, theta_b)
+        return solve_mass_matrix(hessian, grad_q - mixed @ qd_p)
+
+    over_points = vmap(point, in_dims=(0, 0, None))
+    return vmap(over_points, in_dims=(None, None, 0))(q, qd, theta)
+
+
+# --------------------------------------------------------------------------- report's v1
+
+
+@register_solver("loop")
+def loop_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """The seed report's old method: full Hessian/Jacobian per point, Python loops."""
+    dof = system.dof
+    create_graph = theta.requires_grad
+
+    rows = []
+    for theta_b in theta:
+
+        def lagrangian_of_state(state: Tensor, theta_b: Tensor = theta_b) -> Tensor:
+            return system.lagrangian(state[:dof], state[dof:], theta_b)
+
+        points = []
+        for q_p, qd_p in zip(q, qd):
+            state = torch.cat((q_p, qd_p))
+            full_grad = torch.autograd.functional.jacobian(
+                lagrangian_of_state, state, create_graph=create_graph
+            )
+            full_hessian = torch.autograd.functional.hessian(
+                lagrangian_of_state, state, create_graph=create_graph
+            )
+            hessian = full_hessian[dof:, dof:]
+            mixed = full_hessian[dof:, :dof]  # ∂²L / ∂q̇_i ∂q_j
+            points.append(solve_mass_matrix(hessian, full_grad[:dof] - mixed @ qd_p))
+        rows.append(torch.stack(points))
+    return torch.stack(rows)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@register_solver("closed_form")
+def closed_form_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """The system's hand-derived q̈: the reference every solver is tested against."""
+    if system.closed_form is None:
+        raise LagfitError(f"solver.name: system {system.name!r} has no closed-form q̈")
+    return system.closed_form(q, qd, theta[:, None, :])
