@@ -1,0 +1,46 @@
+# The front door. `make run` and `make test` are all a fresh clone needs.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch, pinned; GPU users: make setup TORCH_SPEC="torch==2.13.0" TORCH_INDEX=...
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: setup run test smoke bench clean help
+
+help:
+	@echo "make run     create .venv, install, run the default experiment (ARGS='...' adds overrides)"
+	@echo "make test    install if needed, run the whole test suite"
+	@echo "make smoke   the CI smoke experiment (exit non-zero if the fit misses the truth)"
+	@echo "make bench   the solver benchmark (benchmark.csv + Fig. 7)"
+	@echo "make clean   remove the venv, caches and run outputs"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+	$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lagfit run $(ARGS)
+
+smoke: $(STAMP)
+	$(BIN)/lagfit run experiment=smoke $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/lagfit run experiment=benchmark $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find outputs -mindepth 1 ! -name .gitkeep -prune -exec rm -rf {} +

@@ -1,0 +1,117 @@
+"""The Hydra application behind ``lagfit run``: one job = validate, run the task, write.
+
+A job that fails on bad input records the failure (:data:`FAILURES`) instead of raising,
+so that Hydra finishes cleanly and the CLI turns it into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .config import register_configs, validate
+from .errors import LagfitError
+from .report import METRICS_FILE
+
+log = logging.getLogger("lagfit")
+
+EXIT_BAD_INPUT = 2
+EXIT_CHECK_FAILED = 3
+ERROR_FILE = "error.txt"
+
+
+@dataclass
+class JobFailure:
+    run_dir: Path
+    message: str
+    exit_code: int
+    multirun: bool
+    #: the folder holds results worth keeping (e.g. a failed check), or belongs to a sweep
+    keep_folder: bool
+
+
+#: failures of the jobs run in this process, in order (read by the CLI)
+FAILURES: list[JobFailure] = []
+
+
+def run_job(cfg: DictConfig) -> Optional[dict]:
+    """Run one job into Hydra's output folder; return its metrics, or None if it failed."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    started = time.perf_counter()
+    try:
+        from .tasks import TASKS
+
+        validate(cfg)
+        torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
+        report = TASKS[cfg.task.name](cfg)
+    except LagfitError as err:
+        return _fail(run_dir, str(err), EXIT_BAD_INPUT, multirun)
+
+    report.metrics["runtime_s"] = time.perf_counter() - started
+    failed_check = check_failure(cfg, report.metrics)
+    report.metrics["status"] = "check_failed" if failed_check else "ok"
+    report.write(run_dir, cfg.report.format, cfg.report.dpi)
+    for line in report.summary:
+        log.info(line)
+    log.info(f"results in {run_dir}")
+    if failed_check:
+        _fail(run_dir, failed_check, EXIT_CHECK_FAILED, multirun, keep=True)
+    return report.metrics
+
+
+def check_failure(cfg: DictConfig, metrics: dict) -> Optional[str]:
+    """The message of a failed ``check`` (experiment=smoke), or None."""
+    limit = cfg.check.max_ratio_rel_error
+    if limit is None:
+        return None
+    worst = metrics.get("max_ratio_rel_error")
+    if worst is not None and worst <= limit:
+        return None
+    return f"check failed: worst identifiable-ratio relative error {worst:.3e} exceeds check.max_ratio_rel_error={limit:g}"
+
+
+def _fail(run_dir: Path, message: str, exit_code: int, multirun: bool, keep: bool = False) -> None:
+    log.error(f"lagfit: error: {message}")
+    if multirun or keep:
+        # a sweep keeps the job folder, marked as failed, beside its good siblings
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(message + "\n")
+    FAILURES.append(JobFailure(run_dir, message, exit_code, multirun, multirun or keep))
+    return None
+
+
+def remove_unfinished_run(run_dir: Path) -> None:
+    """Remove what Hydra wrote for a single run that failed before producing results.
+
+    Only Hydra's own files are removed, and the folder only if that leaves it empty:
+    nothing else that may be in a user-chosen ``hydra.run.dir`` is touched.
+    """
+    if (run_dir / METRICS_FILE).exists():
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for name in ("lagfit.log",):
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lagfit_cli.conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> Optional[dict]:
+    return run_job(cfg)

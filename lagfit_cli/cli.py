@@ -1,0 +1,116 @@
+"""The ``lagfit`` command: ``lagfit run <hydra overrides>`` and friends."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+USAGE = """\
+usage: lagfit run [OVERRIDE ...]       run one experiment (Hydra overrides, e.g. system=anharmonic)
+       lagfit run -m KEY=A,B ...       run a sweep (Hydra multirun)
+       lagfit run --help               config groups, current config, examples
+       lagfit run --cfg job            print the composed config and exit
+
+Runs write CSV tables, figures, metrics.json and the exact config into
+outputs/DATE/TIME/ (sweeps: outputs/multirun/DATE/TIME/N/).
+
+examples:
+  lagfit run system=harmonic noise.sigma=0.1
+  lagfit run system=anharmonic init.n_starts=64
+  lagfit run experiment=smoke
+"""
+
+COMMANDS = ("run",)
+
+
+def error(message: str, code: int = 2) -> int:
+    print(f"lagfit: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if args[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"lagfit {version('lagfit-cli')}")
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "run":
+        return run(rest)
+    return error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see lagfit --help)")
+
+
+def _override_value(args: Sequence[str], key: str) -> Optional[str]:
+    for arg in args:
+        if arg.startswith(key + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run(args: list[str]) -> int:
+    """Run the Hydra app on ``args``; return the process exit code."""
+    run_dir = _override_value(args, "hydra.run.dir")
+    if run_dir and (Path(run_dir) / "metrics.json").exists() and not {"-m", "--multirun"} & set(args):
+        return error(f"hydra.run.dir: {run_dir} already holds a finished run; choose another folder")
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from . import app
+
+    app.FAILURES.clear()
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["lagfit run", *args]
+    # let config errors reach us as exceptions, to be told in one line
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app.hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        return error(describe_config_error(exc))
+    except SystemExit as exit_:  # --help, --cfg, or an argument error
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
+
+    for failure in app.FAILURES:
+        if not failure.keep_folder:
+            app.remove_unfinished_run(failure.run_dir)
+    if app.FAILURES:
+        if any(f.multirun for f in app.FAILURES):
+            print(f"lagfit: {len(app.FAILURES)} job(s) failed; see error.txt in their folders", file=sys.stderr)
+        return max(f.exit_code for f in app.FAILURES)
+    return 0
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """One line from Hydra's/OmegaConf's multi-line config errors (and their causes)."""
+    text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    first = re.sub(r"^In '[^']*': ", "", first)
+    override = getattr(exc, "override", None)  # a parse error names the override it choked on
+    if override:
+        return f"cannot parse override '{override}': {first}"
+    options = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
+    if options:
+        names = ", ".join(line.strip() for line in options.group(2).splitlines() if line.strip())
+        return f"{first}; available options in '{options.group(1)}': {names}"
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        return f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return first
+
+
+def entry_point() -> None:
+    sys.exit(main())

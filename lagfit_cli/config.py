@@ -1,0 +1,194 @@
+"""Structured-config schemas: the types Hydra checks, and the ranges lagfit checks.
+
+Hydra merges ``conf/`` and the command-line overrides onto these dataclasses, which
+rejects unknown keys and values of the wrong type. :func:`validate` then checks ranges
+and relations between values, before any work is done, so a bad value fails with one
+clear line naming its key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from .errors import LagfitError
+
+
+@dataclass
+class SystemConf:
+    name: str = MISSING
+    #: true parameter values, in the system's order (the truth for synthetic data)
+    params: dict[str, float] = field(default_factory=dict)
+    #: parameter that identifiable ratios are taken against (None = the first)
+    gauge: Optional[str] = None
+    q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    qd_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    #: the expression of a user-defined Lagrangian (system=custom only)
+    lagrangian: Optional[str] = None
+
+
+@dataclass
+class DataConf:
+    name: str = "grid"
+    #: grid points per state variable (grid: n^(2D) points in all)
+    n: int = 50
+    q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    qd_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+
+
+@dataclass
+class NoiseConf:
+    #: standard deviation of the Gaussian noise
+    sigma: float = 0.0
+    #: what the noise perturbs: the q, q̇ inputs (as in the report), the q̈ targets, or both
+    apply_to: str = "inputs"
+
+
+@dataclass
+class InitConf:
+    #: number of gradient-descent starts, run together as one batch
+    n_starts: int = 16
+    #: initial guesses are uniform in [truth − box_width, truth + box_width] per parameter
+    box_width: float = 1.0
+
+
+@dataclass
+class OptimConf:
+    name: str = "gd"
+    #: ε₀ of the adaptive rate ε = ε₀·exp(−(ε₀|∇loss|)³) (seed report, eq. 2)
+    lr: float = 0.1
+    adaptive: bool = True
+    iters: int = 1000
+    #: a start has converged when its gradient norm falls below this
+    grad_tol: float = 1e-12
+    #: ... or when its loss falls below this
+    loss_tol: float = 1e-24
+
+
+@dataclass
+class SolverConf:
+    name: str = "batched"
+
+
+@dataclass
+class TaskConf:
+    name: str = "fit"
+
+
+@dataclass
+class ReportConf:
+    #: figure file format
+    format: str = "png"
+    dpi: int = 150
+    #: draw figures at all (tables and metrics are always written)
+    figures: bool = True
+    #: resolution of the loss-landscape grid drawn under the fit paths
+    landscape_resolution: int = 60
+
+
+@dataclass
+class CheckConf:
+    #: fail the run (non-zero exit) if any identifiable ratio misses the truth by more
+    #: than this relative error; None disables the check (used by experiment=smoke)
+    max_ratio_rel_error: Optional[float] = None
+
+
+@dataclass
+class LagfitConf:
+    system: SystemConf = field(default_factory=SystemConf)
+    data: DataConf = field(default_factory=DataConf)
+    noise: NoiseConf = field(default_factory=NoiseConf)
+    init: InitConf = field(default_factory=InitConf)
+    optim: OptimConf = field(default_factory=OptimConf)
+    solver: SolverConf = field(default_factory=SolverConf)
+    task: TaskConf = field(default_factory=TaskConf)
+    report: ReportConf = field(default_factory=ReportConf)
+    check: CheckConf = field(default_factory=CheckConf)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    #: show a progress bar (auto: only when stderr is a terminal)
+    progress: str = "auto"
+
+
+def register_configs() -> None:
+    """Put the root schema in Hydra's ConfigStore; conf/config.yaml builds on it."""
+    ConfigStore.instance().store(name="lagfit_schema", node=LagfitConf)
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def _fail(key: str, message: str) -> None:
+    raise LagfitError(f"{key}: {message}")
+
+
+def _check_bounds(key: str, bounds: Any) -> None:
+    values = list(bounds)
+    if len(values) != 2:
+        _fail(key, f"must be [low, high], got {values}")
+    low, high = values
+    if not (math.isfinite(low) and math.isfinite(high)):
+        _fail(key, f"bounds must be finite, got {values}")
+    if not low < high:
+        _fail(key, f"low must be below high, got [{low}, {high}]")
+
+
+def _check_choice(key: str, value: str, choices: Any) -> None:
+    if value not in choices:
+        _fail(key, f"must be one of {', '.join(sorted(choices))}; got {value!r}")
+
+
+def _check_positive(key: str, value: float, strict: bool = True) -> None:
+    ok = value > 0 if strict else value >= 0
+    if not (ok and math.isfinite(value)):
+        _fail(key, f"must be a finite number {'> 0' if strict else '>= 0'}, got {value}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and choices of a composed config; raise LagfitError on the first problem."""
+    from .data import DATASETS
+    from .dynamics import SOLVERS
+    from .noise import NOISE_TARGETS
+    from .tasks import TASKS
+
+    _check_choice("task.name", cfg.task.name, TASKS)
+    _check_choice("solver.name", cfg.solver.name, SOLVERS)
+    _check_choice("data.name", cfg.data.name, DATASETS)
+    _check_choice("optim.name", cfg.optim.name, {"gd"})
+    _check_choice("dtype", cfg.dtype, {"float32", "float64"})
+    _check_choice("progress", cfg.progress, {"auto", "true", "false"})
+    _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
+    _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
+    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        _fail("device", f"must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+
+    for name, value in cfg.system.params.items():
+        if not math.isfinite(value):
+            _fail(f"system.params.{name}", f"must be a finite number, got {value}")
+    _check_bounds("system.q_bounds", cfg.system.q_bounds)
+    _check_bounds("system.qd_bounds", cfg.system.qd_bounds)
+    _check_bounds("data.q_bounds", cfg.data.q_bounds)
+    _check_bounds("data.qd_bounds", cfg.data.qd_bounds)
+    if cfg.data.n < 2:
+        _fail("data.n", f"must be at least 2 grid points per state variable, got {cfg.data.n}")
+
+    _check_positive("noise.sigma", cfg.noise.sigma, strict=False)
+    if cfg.init.n_starts < 1:
+        _fail("init.n_starts", f"must be at least 1, got {cfg.init.n_starts}")
+    _check_positive("init.box_width", cfg.init.box_width, strict=False)
+    _check_positive("optim.lr", cfg.optim.lr)
+    if cfg.optim.iters < 1:
+        _fail("optim.iters", f"must be at least 1, got {cfg.optim.iters}")
+    _check_positive("optim.grad_tol", cfg.optim.grad_tol, strict=False)
+    _check_positive("optim.loss_tol", cfg.optim.loss_tol, strict=False)
+    if cfg.report.dpi < 20:
+        _fail("report.dpi", f"must be at least 20, got {cfg.report.dpi}")
+    if cfg.report.landscape_resolution < 2:
+        _fail("report.landscape_resolution", f"must be at least 2, got {cfg.report.landscape_resolution}")
+    if cfg.check.max_ratio_rel_error is not None:
+        _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)

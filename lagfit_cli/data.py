@@ -1,0 +1,104 @@
+"""Datasets (q, q̇, q̈) and the registry of ways to make them (``data.name``).
+
+A dataset holds N states, each with D coordinates: ``q``, ``qd`` and ``qdd`` are (N, D).
+Synthetic targets come from the Euler–Lagrange solver at the system's true parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from .dynamics import Solver
+from .errors import LagfitError
+from .systems import System
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """States and accelerations: q, qd, qdd are (N, D).
+
+    ``grid_shape`` is the shape of the state grid the points were flattened from (one
+    entry per state variable: q0..q(D−1), q̇0..q̇(D−1)), or None for scattered points.
+    """
+
+    q: Tensor
+    qd: Tensor
+    qdd: Tensor
+    grid_shape: Optional[tuple[int, ...]] = None
+
+    @property
+    def n_points(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def dof(self) -> int:
+        return self.q.shape[1]
+
+    def to(self, dtype: torch.dtype, device: torch.device | str) -> "Dataset":
+        return replace(
+            self,
+            q=self.q.to(device=device, dtype=dtype),
+            qd=self.qd.to(device=device, dtype=dtype),
+            qdd=self.qdd.to(device=device, dtype=dtype),
+        )
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a dataset builder gets: its config section and the system it serves."""
+
+    spec: Mapping[str, Any]
+    system: System
+    truth: Tensor  # (P,) float64
+    solver: Solver
+    generator: torch.Generator
+
+
+DatasetBuilder = Callable[[DataRequest], Dataset]
+DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Register ``builder(request) -> Dataset`` under ``name`` (``data.name``)."""
+
+    def decorator(builder: DatasetBuilder) -> DatasetBuilder:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        DATASETS[name] = builder
+        return builder
+
+    return decorator
+
+
+def build_dataset(request: DataRequest) -> Dataset:
+    name = request.spec["name"]
+    if name not in DATASETS:
+        raise LagfitError(f"data.name: unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](request)
+
+
+def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
+    """q̈ at the true parameters: (N, D)."""
+    with torch.no_grad():
+        return request.solver(request.system, q, qd, request.truth[None, :])[0]
+
+
+@register_dataset("grid")
+def grid_dataset(request: DataRequest) -> Dataset:
+    """An n-point grid over every state variable, flattened: n^(2D) points.
+
+    (The seed report's code tiles both grids the same way, which puts every point on the
+    diagonal q = q̇·const; this is the full n × n grid its text and Fig. 1 describe.)
+    """
+    n, dof = int(request.spec["n"]), request.system.dof
+    q_axis = torch.linspace(*request.spec["q_bounds"], n, dtype=torch.float64)
+    qd_axis = torch.linspace(*request.spec["qd_bounds"], n, dtype=torch.float64)
+    axes = [q_axis] * dof + [qd_axis] * dof
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    states = torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (n^(2D), 2D)
+    q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
+    return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof))

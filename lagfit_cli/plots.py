@@ -1,0 +1,151 @@
+"""Figures in one style: labelled axes with symbols, named colour bars. Returns Figures;
+writing them is the report's job."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .data import Dataset  # noqa: E402
+from .landscape import Landscape  # noqa: E402
+
+STYLE = {
+    "figure.figsize": (6.4, 4.8),
+    "axes.grid": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "font.size": 10,
+    "savefig.bbox": "tight",
+    "image.cmap": "viridis",
+}
+
+GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "nu", "omega", "sigma", "kappa", "phi", "psi", "rho", "tau", "eta", "zeta", "xi", "chi"}
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    with plt.rc_context(STYLE):
+        yield
+
+
+def symbol(name: str, trial: bool = False) -> str:
+    """Mathtext for a parameter name: 'alpha' -> α, 'm1' -> m₁, with a 'trial' subscript."""
+    match = re.fullmatch(r"([A-Za-z]+?)_?(\d*)", name)
+    base, index = (match.group(1), match.group(2)) if match else (name, "")
+    base = "\\" + base if base in GREEK else base
+    subscript = ",".join(s for s in (index, r"\mathrm{trial}" if trial else "") if s)
+    return f"${base}_{{{subscript}}}$" if subscript else f"${base}$"
+
+
+def state_symbols(dof: int) -> tuple[list[str], list[str], list[str]]:
+    """Mathtext names of q, q̇, q̈ per coordinate."""
+    if dof == 1:
+        return [r"$q$"], [r"$\dot q$"], [r"$\ddot q$"]
+    idx = range(dof)
+    return [f"$q_{i}$" for i in idx], [f"$\\dot q_{i}$" for i in idx], [f"$\\ddot q_{i}$" for i in idx]
+
+
+def qdd_figure(data: Dataset, title: str) -> Figure:
+    """Seed Fig. 1: q̈ over (q, q̇), one panel per coordinate of q̈ (over q₀, q̇₀)."""
+    q_sym, qd_sym, qdd_sym = state_symbols(data.dof)
+    with style():
+        fig, axes = plt.subplots(1, data.dof, figsize=(5.6 * data.dof, 4.6), squeeze=False)
+        x = data.q[:, 0].cpu().numpy()
+        y = data.qd[:, 0].cpu().numpy()
+        for i, ax in enumerate(axes[0]):
+            z = data.qdd[:, i].cpu().numpy()
+            if data.dof == 1 and data.grid_shape is not None:
+                n_q, n_qd = data.grid_shape
+                mesh = ax.pcolormesh(
+                    x.reshape(n_q, n_qd), y.reshape(n_q, n_qd), z.reshape(n_q, n_qd),
+                    shading="auto", cmap="coolwarm",
+                )
+            else:
+                mesh = ax.scatter(x, y, c=z, s=6, cmap="coolwarm")
+            fig.colorbar(mesh, ax=ax, label=qdd_sym[i])
+            ax.set_xlabel(q_sym[0])
+            ax.set_ylabel(qd_sym[0])
+            ax.set_title(f"{qdd_sym[i]} vs ({q_sym[0]}, {qd_sym[0]})")
+        fig.suptitle(title)
+    return fig
+
+
+def landscape_axes(ax, landscape: Landscape, fig: Figure, label: str = "loss") -> None:
+    """Log-scaled loss density with the analytic valley y = slope·x drawn over it."""
+    loss = landscape.loss.detach().cpu().numpy()
+    positive = loss[np.isfinite(loss) & (loss > 0)]
+    vmin = max(float(positive.min()), float(positive.max()) * 1e-12) if positive.size else 1e-12
+    vmax = float(positive.max()) if positive.size else 1.0
+    shown = np.where(np.isfinite(loss), np.clip(loss, vmin, vmax), np.nan)
+    x = landscape.x.cpu().numpy()
+    y = landscape.y.cpu().numpy()
+    mesh = ax.pcolormesh(x, y, shown, norm=LogNorm(vmin=vmin, vmax=vmax), shading="auto", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label=label)
+    if np.isfinite(landscape.valley_slope):
+        xs = np.linspace(x.min(), x.max(), 100)
+        ax.plot(xs, landscape.valley_slope * xs, "w--", lw=1.2,
+                label=f"valley {symbol(landscape.y_name)}/{symbol(landscape.x_name)} = {landscape.valley_slope:.4g}")
+    ax.set_xlim(x.min(), x.max())
+    ax.set_ylim(y.min(), y.max())
+    ax.set_xlabel(symbol(landscape.x_name, trial=True))
+    ax.set_ylabel(symbol(landscape.y_name, trial=True))
+
+
+def paths_figure(
+    landscape: Landscape,
+    paths: np.ndarray,
+    truth_xy: Sequence[float],
+    title: str,
+    diverged: Optional[np.ndarray] = None,
+) -> Figure:
+    """Seed Figs. 3/8: gradient-descent paths (B, T, 2) over the loss landscape."""
+    with style():
+        fig, ax = plt.subplots(figsize=(6.8, 5.4))
+        landscape_axes(ax, landscape, fig)
+        for b, path in enumerate(paths):
+            bad = diverged is not None and bool(diverged[b])
+            ax.plot(path[:, 0], path[:, 1], "-", color="tab:red" if bad else "white", lw=0.9, alpha=0.8)
+            ax.plot(path[0, 0], path[0, 1], "o", color="tab:orange", ms=3.5)
+            ax.plot(path[-1, 0], path[-1, 1], "x", color="tab:red" if bad else "black", ms=5)
+        ax.plot([], [], "o", color="tab:orange", ms=3.5, label="initial guess")
+        ax.plot([], [], "x", color="black", ms=5, label="end of descent")
+        ax.plot(*truth_xy, "*", color="gold", mec="black", ms=12, label="true parameters")
+        ax.legend(loc="upper left", framealpha=0.85)
+        ax.set_title(title)
+    return fig
+
+
+def convergence_figure(
+    loss: np.ndarray, ratios: np.ndarray, ratio_labels: Sequence[str], true_ratios: Sequence[float], title: str
+) -> Figure:
+    """Loss (T, B) and each identifiable ratio (T, B, R) against the iteration."""
+    n_ratios = ratios.shape[-1]
+    with style():
+        fig, axes = plt.subplots(1, 1 + n_ratios, figsize=(5.0 * (1 + n_ratios), 4.2), squeeze=False)
+        iters = np.arange(loss.shape[0])
+        ax = axes[0, 0]
+        ax.semilogy(iters, np.where(loss > 0, loss, np.nan), lw=0.8, alpha=0.7)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss (mean squared $\\ddot q$ error)")
+        ax.set_title("loss per start")
+        for r in range(n_ratios):
+            ax = axes[0, 1 + r]
+            ax.plot(iters, ratios[:, :, r], lw=0.8, alpha=0.7)
+            ax.axhline(true_ratios[r], color="black", ls="--", lw=1.2, label="truth")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(ratio_labels[r])
+            ax.set_title(f"{ratio_labels[r]} per start")
+            ax.legend()
+        fig.suptitle(title)
+    return fig

@@ -1,0 +1,103 @@
+"""The set-up every task shares: config -> system, truth, solver, clean and noisy data."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from ..data import DataRequest, Dataset, build_dataset
+from ..dynamics import Solver, get_solver, mass_matrix
+from ..errors import LagfitError
+from ..fit import gauge_index
+from ..noise import add_noise
+from ..systems import System, build_system, true_params
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: independent random streams, so that e.g. changing n_starts never changes the noise
+STREAMS = {"data": 0, "noise": 1, "init": 2}
+
+
+def generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one named stream of one seed."""
+    digest = hashlib.sha256(f"{seed}:{STREAMS[stream]}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+@dataclass
+class Problem:
+    system: System
+    system_spec: dict[str, Any]
+    truth: Tensor  # (P,) in the run's dtype and device
+    gauge: int
+    solver: Solver
+    clean: Dataset  # noise-free data
+    data: Dataset  # what the fit sees (noisy where noise.sigma > 0)
+    dtype: torch.dtype
+    device: torch.device
+    seed: int
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LagfitError(f"device: {name!r} was asked for, but torch sees no CUDA device")
+    return device
+
+
+def check_mass_matrix(system: System, data: Dataset, truth: Tensor) -> None:
+    """Fail clearly where ∂²L/∂q̇∂q̇ᵀ is singular or ill-conditioned at the true parameters."""
+    with torch.no_grad():
+        hessian = mass_matrix(system, data.q, data.qd, truth)
+        svals = torch.linalg.svdvals(hessian)  # (N, D), descending
+    # per point: not finite, or smallest singular value tiny against the largest (0 <= 0 too)
+    bad = ~torch.isfinite(svals).all(-1) | (svals[:, -1] <= svals[:, 0] * 1e-12)
+    n_bad = int(bad.sum())
+    if n_bad:
+        i = int(torch.nonzero(bad)[0])
+        fmt = lambda t: "(" + ", ".join(f"{v:.4g}" for v in t.tolist()) + ")"  # noqa: E731
+        raise LagfitError(
+            f"mass matrix ∂²L/∂q̇∂q̇ᵀ is singular or ill-conditioned at {n_bad} of "
+            f"{data.n_points} data points (e.g. q={fmt(data.q[i])}, q̇={fmt(data.qd[i])}); "
+            "check the system's parameters and the state bounds"
+        )
+
+
+def prepare_problem(cfg: DictConfig) -> Problem:
+    dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
+    spec = OmegaConf.to_container(cfg.system, resolve=True)
+    system = build_system(spec)
+    gauge = gauge_index(system, spec.get("gauge"))
+    truth64 = true_params(system, spec)
+    solver = get_solver(cfg.solver.name)
+    data_spec = OmegaConf.to_container(cfg.data, resolve=True)
+    request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
+    clean64 = build_dataset(request)
+    check_mass_matrix(system, clean64, truth64)
+    check_finite_targets(clean64)
+    clean = clean64.to(dtype, device)
+    truth = truth64.to(dtype=dtype, device=device)
+    noisy = add_noise(clean, cfg.noise.sigma, cfg.noise.apply_to, generator(cfg.seed, "noise"))
+    return Problem(system, spec, truth, gauge, solver, clean, noisy, dtype, device, cfg.seed)
+
+
+def check_finite_targets(data: Dataset) -> None:
+    if not bool(torch.isfinite(data.qdd).all()):
+        n_bad = int((~torch.isfinite(data.qdd)).any(-1).sum())
+        raise LagfitError(
+            f"q̈ is not finite at {n_bad} of {data.n_points} data points at the true parameters; "
+            "check system.params and the state bounds"
+        )
+
+
+def initial_guesses(problem: Problem, n_starts: int, box_width: float) -> Tensor:
+    """Uniform in [truth − w, truth + w] per parameter (seed report §2.2): (B, P)."""
+    gen = generator(problem.seed, "init")
+    unit = torch.rand((n_starts, problem.system.n_params), generator=gen, dtype=torch.float64)
+    truth = problem.truth.to(device="cpu", dtype=torch.float64)
+    guesses = truth + box_width * (2 * unit - 1)
+    return guesses.to(dtype=problem.dtype, device=problem.device)
