@@ -316,3 +316,18 @@ def test_limits_are_named_in_the_message():
     # Just under the depth limit is fine: long sums of terms are legitimate.
     long_sum = "m*qd0**2" + "+q0" * (MAX_DEPTH // 2)
     assert compile_lagrangian(long_sum, ("m",)).dof == 1
+
+
+def test_the_custom_yaml_builds_through_omegaconf():
+    """The conf/system/custom.yaml example, as hydra would hand it over (a DictConfig)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "system" / "custom.yaml")
+    system = build_system(spec)
+    assert system.param_names == tuple(spec.params) and system.dof == 1
+    q, qd = states(50, 1)
+    m, k, b = (float(v) for v in spec.params.values())
+    qdd = SOLVERS["batched"](system, q, qd, torch.tensor([[m, k, b]], dtype=DTYPE))
+    torch.testing.assert_close(qdd[0], -(k * q + 4 * b * q**3) / m, rtol=1e-12, atol=1e-12)
