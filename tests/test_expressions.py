@@ -32,7 +32,11 @@ def custom(lagrangian: str, params: dict) -> object:
 
 BUILT_IN_TWINS = [
     ("harmonic", "0.5*m*qd0**2 - 0.5*k*q0**2", {"m": 2.0, "k": 4.0}),
-    ("anharmonic", "0.5*m*qd**2 - 0.5*k*q**2 - alpha*q**2*qd**2", {"m": 2.0, "k": 4.0, "alpha": 0.3}),
+    (
+        "anharmonic",
+        "0.5*m*qd**2 - 0.5*k*q**2 - alpha*q**2*qd**2",
+        {"m": 2.0, "k": 4.0, "alpha": 0.3},
+    ),
     ("duffing", "0.5*m*qd0**2 - 0.5*k*q0**2 - 0.25*beta*q0**4", {"m": 1.0, "k": 2.0, "beta": 0.5}),
     ("pendulum", "0.5*m*l**2*qd**2 + m*g*l*cos(q)", {"m": 1.5, "l": 2.0, "g": 9.81}),
     (
@@ -50,7 +54,9 @@ BUILT_IN_TWINS = [
 
 
 @pytest.mark.parametrize("solver_name", sorted(set(SOLVERS) - {"closed_form"}))
-@pytest.mark.parametrize("built_in, lagrangian, params", BUILT_IN_TWINS, ids=[t[0] for t in BUILT_IN_TWINS])
+@pytest.mark.parametrize(
+    "built_in, lagrangian, params", BUILT_IN_TWINS, ids=[t[0] for t in BUILT_IN_TWINS]
+)
 def test_custom_expression_reproduces_the_built_in(built_in, lagrangian, params, solver_name):
     system = custom(lagrangian, params)
     reference = SYSTEMS[built_in]({})

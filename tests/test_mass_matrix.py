@@ -42,7 +42,8 @@ def test_well_posed_systems_pass():
 
 def test_a_lagrangian_without_velocities_is_singular_everywhere():
     q, qd = uniform_states(2500, 1)
-    text = message_of(custom("-0.5*k*q0**2 + m*q0", {"m": 1.0, "k": 2.0}), q, qd, [1.0, 2.0])
+    system = custom("-0.5*k*q0**2 + m*q0", {"m": 1.0, "k": 2.0})
+    text = message_of(system, q, qd, [1.0, 2.0])
     assert text.startswith("mass matrix ∂²L/∂q̇∂q̇ᵀ is singular at 2500 of 2500 data points")
     assert f"(e.g. q=({q[0, 0].item():.4g},), q̇=({qd[0, 0].item():.4g},))" in text
     assert text.endswith("the Lagrangian needs a kinetic term (a q̇ dependence) in every coordinate")
@@ -66,7 +67,8 @@ def test_isolated_zeros_are_counted():
 
 def test_ill_conditioned_points():
     q, qd = uniform_states(100, 2)
-    system = custom("0.5*m*qd0**2 + 0.5*m*eps*qd1**2 - 0.5*(q0**2 + q1**2)", {"m": 1.0, "eps": 1e-3})
+    lagrangian = "0.5*m*qd0**2 + 0.5*m*eps*qd1**2 - 0.5*(q0**2 + q1**2)"
+    system = custom(lagrangian, {"m": 1.0, "eps": 1e-3})
     check_mass_matrix(system, q, qd, torch.tensor([1.0, 1e-3], dtype=DTYPE))
     text = message_of(system, q, qd, [1.0, 1e-14])
     assert "ill-conditioned (condition number > 1e+12) at 100 of 100" in text
@@ -81,7 +83,8 @@ def test_non_finite_points():
 
 def test_float32_uses_a_looser_limit():
     q, qd = (t.float() for t in uniform_states(100, 2))
-    system = custom("0.5*m*qd0**2 + 0.5*m*eps*qd1**2 - 0.5*(q0**2 + q1**2)", {"m": 1.0, "eps": 1.0})
+    lagrangian = "0.5*m*qd0**2 + 0.5*m*eps*qd1**2 - 0.5*(q0**2 + q1**2)"
+    system = custom(lagrangian, {"m": 1.0, "eps": 1.0})
     check_mass_matrix(system, q, qd, torch.tensor([1.0, 1e-3]))
     with pytest.raises(LagfitError, match="ill-conditioned"):
         check_mass_matrix(system, q, qd, torch.tensor([1.0, 1e-6]))

@@ -36,7 +36,8 @@ def random_states(n: int, dof: int, q_bounds, qd_bounds, seed: int) -> tuple:
 def parameter_batch(theta_true: torch.Tensor, n_starts: int, seed: int) -> torch.Tensor:
     """(B, P): the true parameters and B−1 random perturbations (×0.5 … ×1.5)."""
     generator = torch.Generator().manual_seed(seed)
-    factors = 0.5 + torch.rand(n_starts - 1, len(theta_true), generator=generator, dtype=torch.float64)
+    shape = (n_starts - 1, len(theta_true))
+    factors = 0.5 + torch.rand(shape, generator=generator, dtype=torch.float64)
     return torch.cat((theta_true[None], theta_true * factors))
 
 
