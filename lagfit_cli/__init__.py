@@ -2,7 +2,8 @@
 
 from .errors import LagfitError
 from .systems import SYSTEMS, System, build_system, register_system
-from .dynamics import SOLVERS, get_solver, register_solver
+from .dynamics import SOLVERS, check_mass_matrix, get_solver, register_solver
+from .expressions import compile_lagrangian
 
 __all__ = [
     "LagfitError",
@@ -10,6 +11,8 @@ __all__ = [
     "SYSTEMS",
     "System",
     "build_system",
+    "check_mass_matrix",
+    "compile_lagrangian",
     "get_solver",
     "register_solver",
     "register_system",
