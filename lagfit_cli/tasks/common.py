@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..data import DataRequest, Dataset, build_dataset
-from ..dynamics import Solver, get_solver, mass_matrix
+from ..dynamics import Solver, check_mass_matrix, get_solver
 from ..errors import LagfitError
 from ..fit import gauge_index
 from ..noise import add_noise
@@ -49,24 +49,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_mass_matrix(system: System, data: Dataset, truth: Tensor) -> None:
-    """Fail clearly where ∂²L/∂q̇∂q̇ᵀ is singular or ill-conditioned at the true parameters."""
-    with torch.no_grad():
-        hessian = mass_matrix(system, data.q, data.qd, truth)
-        svals = torch.linalg.svdvals(hessian)  # (N, D), descending
-    # per point: not finite, or smallest singular value tiny against the largest (0 <= 0 too)
-    bad = ~torch.isfinite(svals).all(-1) | (svals[:, -1] <= svals[:, 0] * 1e-12)
-    n_bad = int(bad.sum())
-    if n_bad:
-        i = int(torch.nonzero(bad)[0])
-        fmt = lambda t: "(" + ", ".join(f"{v:.4g}" for v in t.tolist()) + ")"  # noqa: E731
-        raise LagfitError(
-            f"mass matrix ∂²L/∂q̇∂q̇ᵀ is singular or ill-conditioned at {n_bad} of "
-            f"{data.n_points} data points (e.g. q={fmt(data.q[i])}, q̇={fmt(data.qd[i])}); "
-            "check the system's parameters and the state bounds"
-        )
-
-
 def prepare_problem(cfg: DictConfig) -> Problem:
     dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
     spec = OmegaConf.to_container(cfg.system, resolve=True)
@@ -77,7 +59,7 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
     request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
     clean64 = build_dataset(request)
-    check_mass_matrix(system, clean64, truth64)
+    check_mass_matrix(system, clean64.q, clean64.qd, truth64)
     check_finite_targets(clean64)
     clean = clean64.to(dtype, device)
     truth = truth64.to(dtype=dtype, device=device)
