@@ -59,14 +59,19 @@ class InitConf:
 @dataclass
 class OptimConf:
     name: str = "gd"
-    #: ε₀ of the adaptive rate ε = ε₀·exp(−(ε₀|∇loss|)³) (seed report, eq. 2)
-    lr: float = 0.1
+    #: ε₀ of the adaptive rate ε = ε₀·exp(−(ε₀|∇loss|)³) (seed report, eq. 2): a number
+    #: > 0, or "auto" (chosen from gradients sampled over the init box; see step_size.py)
+    lr: Any = 0.1
     adaptive: bool = True
     iters: int = 1000
     #: a start has converged when its gradient norm falls below this
     grad_tol: float = 1e-12
     #: ... or when its loss falls below this
     loss_tol: float = 1e-24
+    #: optim.lr=auto: the largest sampled first step is this fraction of the box side 2·box_width
+    auto_step_fraction: float = 0.1
+    #: optim.lr=auto: gradients are sampled at this many guesses in the init box (+ the starts)
+    auto_samples: int = 256
 
 
 @dataclass
@@ -113,6 +118,39 @@ class LagfitConf:
     dtype: str = "float64"
     #: show a progress bar (auto: only when stderr is a terminal)
     progress: str = "auto"
+    landscape: "LandscapeConf" = field(default_factory=lambda: LandscapeConf())
+    noise_study: "NoiseStudyConf" = field(default_factory=lambda: NoiseStudyConf())
+
+
+@dataclass
+class LandscapeConf:
+    """task=landscape (and the noise study's grids): the loss over two parameters."""
+
+    #: parameter on the horizontal / vertical axis (None: the gauge and the next parameter)
+    x: Optional[str] = None
+    y: Optional[str] = None
+    #: [low, high] of each axis (None: [0.05, 2] × the true value, or [−1, 1] if it is 0)
+    x_range: Optional[list[float]] = None
+    y_range: Optional[list[float]] = None
+    #: grid points per axis
+    resolution: int = 80
+
+
+@dataclass
+class NoiseStudyConf:
+    """task=noise_study: the loss along the slice ⊥ the valley under noise of each σ."""
+
+    sigmas: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    #: independent noise draws per σ
+    realizations: int = 8
+    #: points along the slice
+    slice_points: int = 101
+    #: the slice runs ± this fraction of |truth| (in the landscape's x, y plane) about the truth
+    slice_halfwidth: float = 0.25
+    #: threshold σ: the first σ whose mean RMS error exceeds this fraction of the clean loss range
+    threshold_fraction: float = 0.05
+    #: the σ shown in the with-noise panels of Figs. 4 and 6
+    show_sigma: float = 0.3
 
 
 def register_configs() -> None:
@@ -181,7 +219,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.init.n_starts < 1:
         _fail("init.n_starts", f"must be at least 1, got {cfg.init.n_starts}")
     _check_positive("init.box_width", cfg.init.box_width, strict=False)
-    _check_positive("optim.lr", cfg.optim.lr)
+    _check_lr(cfg)
     if cfg.optim.iters < 1:
         _fail("optim.iters", f"must be at least 1, got {cfg.optim.iters}")
     _check_positive("optim.grad_tol", cfg.optim.grad_tol, strict=False)
@@ -192,3 +230,45 @@ def validate(cfg: DictConfig) -> None:
         _fail("report.landscape_resolution", f"must be at least 2, got {cfg.report.landscape_resolution}")
     if cfg.check.max_ratio_rel_error is not None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
+    validate_studies(cfg)
+
+
+def _check_lr(cfg: DictConfig) -> None:
+    lr = cfg.optim.lr
+    if isinstance(lr, str):
+        if lr != "auto":
+            _fail("optim.lr", f"must be a finite number > 0 or 'auto', got {lr!r}")
+        _check_positive("optim.auto_step_fraction", cfg.optim.auto_step_fraction)
+        if cfg.optim.auto_samples < 1:
+            _fail("optim.auto_samples", f"must be at least 1, got {cfg.optim.auto_samples}")
+        if not cfg.init.box_width > 0:
+            _fail("optim.lr", "auto needs init.box_width > 0 (ε₀ is chosen from gradients sampled over the box)")
+        return
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        _fail("optim.lr", f"must be a finite number > 0 or 'auto', got {lr!r}")
+    _check_positive("optim.lr", float(lr))
+
+
+def _check_range(key: str, value: Any) -> None:
+    if value is not None:
+        _check_bounds(key, value)
+
+
+def validate_studies(cfg: DictConfig) -> None:
+    """Ranges of the landscape and noise_study sections (checked for every task)."""
+    ls, ns = cfg.landscape, cfg.noise_study
+    _check_range("landscape.x_range", ls.x_range)
+    _check_range("landscape.y_range", ls.y_range)
+    if ls.resolution < 2:
+        _fail("landscape.resolution", f"must be at least 2, got {ls.resolution}")
+    if len(ns.sigmas) < 1:
+        _fail("noise_study.sigmas", "must name at least one σ")
+    for sigma in ns.sigmas:
+        _check_positive("noise_study.sigmas", sigma)
+    if ns.realizations < 1:
+        _fail("noise_study.realizations", f"must be at least 1, got {ns.realizations}")
+    if ns.slice_points < 3:
+        _fail("noise_study.slice_points", f"must be at least 3, got {ns.slice_points}")
+    _check_positive("noise_study.slice_halfwidth", ns.slice_halfwidth)
+    _check_positive("noise_study.threshold_fraction", ns.threshold_fraction)
+    _check_positive("noise_study.show_sigma", ns.show_sigma)

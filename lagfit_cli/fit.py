@@ -14,7 +14,7 @@ are reported as ratios θ_j / θ_gauge beside the raw values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -93,6 +93,9 @@ class FitResult:
     status: list[str]  # per start: converged | max_iters | diverged
     stop_iter: Tensor  # (B,) the last recorded iteration of each start
     history: FitHistory
+    #: the ε₀ the descent ran with, and how it was chosen (e.g. optim.lr=auto's numbers)
+    lr0: float = float("nan")
+    lr_info: dict = field(default_factory=dict)
 
     @property
     def best(self) -> int:
@@ -180,6 +183,7 @@ def gradient_descent(
         status=status,
         stop_iter=stop_iter,
         history=history,
+        lr0=float(lr),
     )
 
 

@@ -81,12 +81,18 @@ def qdd_figure(data: Dataset, title: str) -> Figure:
     return fig
 
 
-def landscape_axes(ax, landscape: Landscape, fig: Figure, label: str = "loss") -> None:
-    """Log-scaled loss density with the analytic valley y = slope·x drawn over it."""
+def landscape_axes(
+    ax, landscape: Landscape, fig: Figure, label: str = "loss",
+    vmin: Optional[float] = None, vmax: Optional[float] = None,
+) -> None:
+    """Log-scaled loss density with the analytic valley y = slope·x drawn over it
+    (colour range from the data unless vmin/vmax are given, e.g. to share it between panels)."""
     loss = landscape.loss.detach().cpu().numpy()
     positive = loss[np.isfinite(loss) & (loss > 0)]
-    vmin = max(float(positive.min()), float(positive.max()) * 1e-12) if positive.size else 1e-12
-    vmax = float(positive.max()) if positive.size else 1.0
+    if vmin is None:
+        vmin = max(float(positive.min()), float(positive.max()) * 1e-12) if positive.size else 1e-12
+    if vmax is None:
+        vmax = float(positive.max()) if positive.size else 1.0
     shown = np.where(np.isfinite(loss), np.clip(loss, vmin, vmax), np.nan)
     x = landscape.x.cpu().numpy()
     y = landscape.y.cpu().numpy()

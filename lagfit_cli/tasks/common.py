@@ -20,6 +20,7 @@ from ..systems import System, build_system, true_params
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: independent random streams, so that e.g. changing n_starts never changes the noise
 STREAMS = {"data": 0, "noise": 1, "init": 2}
+STREAMS.update({"auto_lr": 3, "noise_study": 4})
 
 
 def generator(seed: int, stream: str) -> torch.Generator:

@@ -24,7 +24,9 @@ from ..fit import (
 from ..landscape import loss_landscape, span
 from ..report import Report
 from . import register_task
-from .common import Problem, initial_guesses, prepare_problem
+from ..errors import LagfitError
+from ..step_size import auto_lr
+from .common import Problem, generator, initial_guesses, prepare_problem
 
 
 def progress_bar(cfg: DictConfig, total: int, desc: str):
@@ -41,6 +43,7 @@ def run_fit(cfg: DictConfig, problem: Problem) -> FitResult:
     data = problem.data
     loss_and_grad = make_loss_and_grad(problem.system, problem.solver, data.q, data.qd, data.qdd)
     theta0 = initial_guesses(problem, cfg.init.n_starts, cfg.init.box_width)
+    lr, lr_info = resolve_lr(cfg, problem, loss_and_grad, theta0)
     with progress_bar(cfg, cfg.optim.iters + 1, "fit") as bar:
 
         def on_iteration(t: int, loss: torch.Tensor) -> None:
@@ -48,16 +51,40 @@ def run_fit(cfg: DictConfig, problem: Problem) -> FitResult:
                 bar.update(1)
                 bar.set_postfix(best_loss=f"{float(loss.nan_to_num(float('inf')).min()):.3e}")
 
-        return gradient_descent(
+        result = gradient_descent(
             loss_and_grad,
             theta0,
-            lr=cfg.optim.lr,
+            lr=lr,
             iters=cfg.optim.iters,
             adaptive=cfg.optim.adaptive,
             grad_tol=cfg.optim.grad_tol,
             loss_tol=cfg.optim.loss_tol,
             on_iteration=on_iteration,
         )
+    result.lr_info = lr_info
+    return result
+
+
+def resolve_lr(cfg: DictConfig, problem: Problem, loss_and_grad, theta0: torch.Tensor) -> tuple[float, dict]:
+    """ε₀: optim.lr itself, or (optim.lr=auto) chosen from gradients sampled over the init box."""
+    if cfg.optim.lr != "auto":
+        return float(cfg.optim.lr), {"lr_mode": "fixed"}
+    box = cfg.init.box_width
+    unit = torch.rand((cfg.optim.auto_samples, problem.system.n_params), generator=generator(problem.seed, "auto_lr"))
+    truth = problem.truth.to(device="cpu", dtype=torch.float64)
+    samples = (truth + box * (2 * unit - 1)).to(dtype=problem.dtype, device=problem.device)
+    target = cfg.optim.auto_step_fraction * 2 * box
+    try:
+        choice = auto_lr(loss_and_grad, torch.cat([samples, theta0]), target, cfg.optim.adaptive)
+    except ValueError as err:
+        raise LagfitError(f"optim.lr: auto cannot choose ε₀: {err}") from None
+    return choice.lr, {
+        "lr_mode": "auto",
+        "auto_max_grad_norm": choice.max_grad_norm,
+        "auto_target_step": choice.target_step,
+        "auto_step_fraction": float(cfg.optim.auto_step_fraction),
+        "auto_samples": choice.n_samples,
+    }
 
 
 def history_table(problem: Problem, result: FitResult) -> pd.DataFrame:
@@ -137,6 +164,8 @@ def fit_metrics(cfg: DictConfig, problem: Problem, result: FitResult, fit_s: flo
         "ratios": ratios,
         "max_ratio_rel_error": max((r["rel_error"] for r in ratios.values()), default=0.0),
         "fit_s": fit_s,
+        "optim_lr": result.lr0,
+        **result.lr_info,
         "solver": cfg.solver.name,
         "device": str(problem.device),
         "dtype": cfg.dtype,
@@ -205,6 +234,11 @@ def fit_task(cfg: DictConfig) -> Report:
         f"{m['n_converged']}/{m['n_starts']} starts converged, {m['n_diverged']} diverged, "
         f"best loss {m['best_loss']:.3e} in {fit_s:.2f} s"
     )
+    if m["lr_mode"] == "auto":
+        report.summary.append(
+            f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| {m['auto_max_grad_norm']:.4g}, "
+            f"longest first step ≤ {m['auto_target_step']:.4g})"
+        )
     for name, r in m["ratios"].items():
         report.summary.append(
             f"  {name} = {r['estimate']:.10g} (true {r['true']:.10g}, rel. error {r['rel_error']:.2e})"
