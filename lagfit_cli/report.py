@@ -47,7 +47,11 @@ class Report:
                 metadata = {"Software": None} if figure_format == "png" else {"Creator": None}
                 if figure_format == "svg":
                     metadata["Date"] = None
-                figure.savefig(path, dpi=dpi, metadata=metadata)
+                if figure_format == "pdf":
+                    metadata["CreationDate"] = None
+                # svg: a fixed salt makes the clip-path ids the same from run to run
+                with plt.rc_context({"svg.hashsalt": "lagfit"}):
+                    figure.savefig(path, dpi=dpi, metadata=metadata)
                 plt.close(figure)
                 written.append(path)
         path = run_dir / METRICS_FILE

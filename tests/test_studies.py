@@ -1,0 +1,190 @@
+"""The report's studies: task=landscape, task=noise_study, optim.lr=auto, experiment=seed_report."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import metrics
+from lagfit_cli.slices import perpendicular_slice, valley_shape
+from lagfit_cli.step_size import H_PEAK, U_PEAK, adaptive_root, lr_for_max_step
+
+SMALL = ("data.n=10", "report.dpi=40")
+
+
+def test_landscape_valley_and_closed_form(lagfit):
+    proc = lagfit("task=landscape", *SMALL, "landscape.resolution=41", "landscape.x_range=[0.5,3.5]",
+                  "landscape.y_range=[0.3,7.7]", "init.n_starts=4", "optim.iters=300")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(proc.run_dir / "landscape.csv")
+    assert list(table.columns) == ["m", "k", "loss"] and len(table) == 41 * 41
+    # harmonic: q̈ = −(k/m) q, so loss = (k/m − 2)² · mean(q²) over the 10 × 10 data grid
+    mean_q2 = float(np.mean(np.linspace(-1, 1, 10) ** 2))
+    expected = (table.k / table.m - 2) ** 2 * mean_q2
+    assert np.allclose(table.loss, expected, rtol=1e-10, atol=1e-14)
+    # in every column m = const the minimum over k lies on the valley k = 2m to grid resolution
+    dk = (7.7 - 0.3) / 40
+    for m, column in table.groupby("m"):
+        k_best = column.k.iloc[int(np.argmin(column.loss.to_numpy()))]
+        assert abs(k_best - 2 * m) <= dk / 2 + 1e-12, (m, k_best)
+    m_ = metrics(proc.run_dir)
+    assert m_["task"] == "landscape" and m_["valley_slope"] == 2.0
+    best = m_["grid_min_at"]
+    assert abs(best["k"] - 2 * best["m"]) <= dk / 2 + 1e-12
+    # init.n_starts > 1: the descent paths over the landscape (Fig. 8)
+    assert (proc.run_dir / "figures/fig2_landscape.png").is_file()
+    assert (proc.run_dir / "figures/fig8_paths.png").is_file()
+    paths = pd.read_csv(proc.run_dir / "landscape_paths.csv")
+    assert set(paths.start) == set(range(4)) and m_["paths"]["n_starts"] == 4
+
+
+def test_landscape_axes_by_name_and_bad_name(lagfit):
+    proc = lagfit("task=landscape", "system=anharmonic", "landscape.x=m", "landscape.y=alpha",
+                  "landscape.resolution=6", "init.n_starts=1", "data.n=6", "report.figures=false")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(proc.run_dir / "landscape.csv")
+    assert list(table.columns) == ["m", "k", "alpha", "loss"]
+    assert np.allclose(table.k / table.m, 2.0)  # k follows the gauge m at its true ratio
+    bad = lagfit("task=landscape", "landscape.x=z")
+    assert bad.returncode == 2 and "lagfit: error: landscape.x: 'z' is not a parameter" in bad.stderr
+
+
+def test_noise_study_rms_grows_with_sigma(lagfit):
+    proc = lagfit("task=noise_study", *SMALL, "noise_study.sigmas=[0.01,0.1,1.0,0.03]",
+                  "noise_study.realizations=3", "noise_study.slice_points=21", "landscape.resolution=12",
+                  "noise_study.show_sigma=0.1")
+    assert proc.returncode == 0, proc.stderr
+    rms = pd.read_csv(proc.run_dir / "noise_rms.csv")
+    assert rms.sigma.tolist() == [0.01, 0.03, 0.1, 1.0]
+    assert (np.diff(rms.rms_mean) > 0).all()
+    assert (rms.rms_min <= rms.rms_mean).all() and (rms.rms_mean <= rms.rms_max).all()
+    # the valley flattens: its dynamic range on the slice shrinks and its floor rises
+    assert (np.diff(rms.valley_decades) < 0).all() and (np.diff(rms.valley_floor) > 0).all()
+
+    slices = pd.read_csv(proc.run_dir / "noise_slice.csv")
+    assert len(slices) == 4 * 3 * 21
+    clean = slices[(slices.sigma == 0.01) & (slices.realization == 0)]
+    at_truth = clean.iloc[10]
+    assert abs(at_truth.s) < 1e-12 and abs(at_truth.m - 2) < 1e-12 and abs(at_truth.k - 4) < 1e-12
+    assert at_truth.clean_loss < 1e-25
+    # the slice is perpendicular to the valley direction (m, k) ∝ (2, 4)
+    assert np.allclose((clean.m - 2) * 2 + (clean.k - 4) * 4, 0, atol=1e-12)
+    # each row's RMS, recomputed from the slice table
+    one = slices[slices.sigma == 0.1]
+    per_real = one.groupby("realization").apply(lambda g: math.sqrt(((g.loss - g.clean_loss) ** 2).mean()),
+                                                include_groups=False)
+    assert math.isclose(per_real.mean(), rms.rms_mean[2], rel_tol=1e-12)
+
+    m = metrics(proc.run_dir)
+    limit = m["threshold_fraction"] * m["clean_loss_range"]
+    first_over = rms.sigma[rms.rms_mean > limit]
+    assert m["threshold_sigma"] == (first_over.iloc[0] if len(first_over) else None)
+    for name in ("fig4_noise_slice", "fig5_noise_rms", "fig6_noise_landscapes"):
+        assert (proc.run_dir / f"figures/{name}.png").is_file()
+
+
+def test_noise_study_targets_scale_as_sigma_squared(lagfit):
+    # noise on q̈ alone: noisy − clean loss = 2σ·mean(e z) + σ²·mean(z²) on every slice point,
+    # so at large σ the RMS error grows as σ²
+    proc = lagfit("task=noise_study", *SMALL, "noise.apply_to=targets", "noise_study.sigmas=[10,100]",
+                  "noise_study.realizations=2", "noise_study.slice_points=11", "report.figures=false")
+    assert proc.returncode == 0, proc.stderr
+    rms = pd.read_csv(proc.run_dir / "noise_rms.csv")
+    assert 90 < rms.rms_mean[1] / rms.rms_mean[0] < 110
+
+
+SMALL_M = ("system.params.m=1", "system.params.k=2", "init.box_width=0.5", "data.n=8", "report.figures=false")
+
+
+def test_auto_lr_converges_where_a_fixed_large_rate_runs_away(lagfit):
+    fixed = lagfit(*SMALL_M, "optim.adaptive=false", "optim.lr=5", "optim.iters=1000")
+    assert fixed.returncode == 0, fixed.stderr
+    results = pd.read_csv(fixed.run_dir / "fit_results.csv")
+    assert (results.status != "converged").any()
+    assert results.m.abs().max() > 50  # thrown far out of the box m ∈ [0.5, 1.5], across m = 0
+
+    auto = lagfit(*SMALL_M, "optim.lr=auto", "optim.iters=3000")
+    assert auto.returncode == 0, auto.stderr
+    m = metrics(auto.run_dir)
+    assert m["n_converged"] == m["n_starts"] == 16
+    assert m["ratios"]["k/m"]["rel_error"] < 1e-9
+    assert m["lr_mode"] == "auto" and math.isclose(m["auto_target_step"], 0.1 * 2 * 0.5)
+    assert 0 < m["optim_lr"] < 0.1
+    history = pd.read_csv(auto.run_dir / "fit_history.csv")
+    first = history[history.iter == 0]
+    assert (first.lr * first.grad_norm <= m["auto_target_step"] * (1 + 1e-9)).all()
+    assert (history.m > 0).all()  # never crossed the singular m = 0
+    assert "optim.lr=auto: ε₀ =" in auto.stderr
+
+
+def test_auto_lr_fixed_rate_is_target_over_largest_gradient(lagfit):
+    proc = lagfit(*SMALL_M, "optim.lr=auto", "optim.adaptive=false", "optim.iters=5")
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(proc.run_dir)
+    assert math.isclose(m["optim_lr"] * m["auto_max_grad_norm"], m["auto_target_step"], rel_tol=1e-12)
+
+
+def test_adaptive_root_and_step_bound():
+    for target in (1e-3, 0.1, 0.3, 0.49):
+        u = adaptive_root(target)
+        assert 0 < u <= U_PEAK and math.isclose(u * math.exp(-(u**3)), target, rel_tol=1e-10)
+    assert adaptive_root(0.6) == U_PEAK and H_PEAK < 0.5
+    assert math.isclose(lr_for_max_step(20.0, 0.1, adaptive=False), 0.005)
+
+
+def test_slice_and_valley_shape():
+    truth = torch.tensor([2.0, 4.0])
+    line = perpendicular_slice(truth, 0, 1, 0, 0.25, 11)
+    assert torch.allclose(line.theta[5], truth)
+    direction = line.theta[-1] - line.theta[0]
+    assert abs(float(direction @ truth)) < 1e-12
+    assert math.isclose(float(line.s[-1]), 0.25 * math.hypot(2, 4))
+    s = np.linspace(-1, 1, 2001)
+    clean = valley_shape(s, s**2)
+    assert clean.width == 0 and clean.floor == 0 and math.isnan(clean.decades)
+    c = 0.01
+    noisy = valley_shape(s, s**2 + c)  # below √(c(1+c)) where s² ≤ √(c(1+c)) − c
+    assert math.isclose(noisy.width, 2 * math.sqrt(math.sqrt(c * (1 + c)) - c), rel_tol=1e-4)
+    assert math.isclose(noisy.decades, math.log10((1 + c) / c))
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("optim.lr=fast", "optim.lr"),
+        ("optim.lr=auto init.box_width=0", "optim.lr"),
+        ("optim.lr=auto optim.auto_step_fraction=0", "optim.auto_step_fraction"),
+        ("task=noise_study noise_study.sigmas=[0.1,-1]", "noise_study.sigmas"),
+        ("task=noise_study noise_study.realizations=0", "noise_study.realizations"),
+        ("task=landscape landscape.resolution=1", "landscape.resolution"),
+        ("task=landscape landscape.x_range=[2,1]", "landscape.x_range"),
+        ("task=landscape landscape.x=k landscape.y=k", "landscape.y"),
+    ],
+)
+def test_study_keys_fail_with_one_line(lagfit, override, expected):
+    proc = lagfit(*override.split())
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (proc.run_dir / "metrics.json").exists()
+
+
+def test_seed_report_writes_every_figure(lagfit):
+    proc = lagfit("experiment=seed_report", "data.n=8", "init.n_starts=3", "optim.iters=200",
+                  "landscape.resolution=10", "noise_study.sigmas=[0.01,1]", "noise_study.realizations=2",
+                  "noise_study.slice_points=11", "report.dpi=30", "report.format=pdf")
+    assert proc.returncode == 0, proc.stderr
+    figures = {p.name for p in (proc.run_dir / "figures").iterdir()}
+    for name in ("fig1_qdd", "fig2_landscape", "fig3_fit_paths", "fig4_noise_slice", "fig5_noise_rms",
+                 "fig6_noise_landscapes", "fig8_paths"):
+        assert f"{name}.pdf" in figures, figures
+        assert (proc.run_dir / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    for name in ("fit_results", "fit_history", "landscape", "landscape_paths", "noise_slice", "noise_rms"):
+        assert (proc.run_dir / f"{name}.csv").is_file(), name
+    m = metrics(proc.run_dir)
+    assert m["task"] == "seed_report" and m["status"] == "ok"
+    assert {"fit", "landscape", "noise_study"} <= set(m)
+    assert m["fit"]["n_starts"] == 1 and m["landscape"]["paths"]["n_starts"] == 3
