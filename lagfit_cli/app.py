@@ -77,7 +77,9 @@ def check_failure(cfg: DictConfig, metrics: dict) -> Optional[str]:
     if limit is None:
         return None
     worst = metrics.get("max_ratio_rel_error")
-    if worst is not None and worst <= limit:
+    if worst is None:
+        return f"check failed: task {cfg.task.name!r} reports no fitted ratios for check.max_ratio_rel_error"
+    if worst <= limit:
         return None
     return f"check failed: worst identifiable-ratio relative error {worst:.3e} exceeds check.max_ratio_rel_error={limit:g}"
 

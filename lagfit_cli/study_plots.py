@@ -86,14 +86,24 @@ def noise_landscapes_figure(clean: Landscape, noisy: Landscape, sigma: float, ti
     return fig
 
 
-def valley_figure(sigmas: Sequence[float], widths: np.ndarray, decades: np.ndarray, title: str) -> Figure:
-    """How the valley along the slice flattens with σ: its log-scale depth and its width."""
+def valley_figure(
+    sigmas: Sequence[float], widths: np.ndarray, decades: np.ndarray, title: str,
+    at_edge: Optional[np.ndarray] = None,
+) -> Figure:
+    """How the valley along the slice flattens with σ: its log-scale depth and its width
+    (at_edge marks the σ whose minimum lies at an end of the slice: no valley left in it)."""
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
         axes[0].semilogx(sigmas, decades, "o-", ms=4)
         axes[0].set_ylabel("decades log$_{10}$(max/min) of the loss")
         axes[1].semilogx(sigmas, widths, "o-", ms=4, color="tab:green")
         axes[1].set_ylabel("width in $s$ below √(min·max) of the loss")
+        if at_edge is not None and at_edge.any():
+            sig = np.asarray(sigmas)[at_edge]
+            for ax, values in ((axes[0], decades), (axes[1], widths)):
+                ax.plot(sig, values[at_edge], "o", ms=9, mfc="none", mec="tab:red",
+                        label="minimum at the end of the slice")
+                ax.legend()
         for ax in axes:
             ax.set_xlabel("noise $\\sigma$")
         fig.suptitle(title)

@@ -189,3 +189,10 @@ def test_seed_report_writes_every_figure(lagfit):
     assert m["task"] == "seed_report" and m["status"] == "ok"
     assert {"fit", "landscape", "noise_study"} <= set(m)
     assert m["fit"]["n_starts"] == 1 and m["landscape"]["paths"]["n_starts"] == 3
+
+
+def test_a_ratio_check_on_a_task_without_fitted_ratios_fails_cleanly(lagfit):
+    proc = lagfit("task=landscape", "data.n=4", "landscape.resolution=4", "init.n_starts=1",
+                  "report.figures=false", "check.max_ratio_rel_error=1e-6")
+    assert proc.returncode == 3, proc.stderr
+    assert "reports no fitted ratios" in proc.stderr and "Traceback" not in proc.stderr

@@ -144,6 +144,7 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
         report.figures["noise_valley"] = study_plots.valley_figure(
             sigmas, rms_table["valley_width"].to_numpy(), rms_table["valley_decades"].to_numpy(),
             f"The valley along the slice vs noise ({where}; mean over realizations)",
+            at_edge=np.isclose(np.abs(rms_table["valley_s_min"].to_numpy()), abs(float(s[-1]))),
         )
     report.metrics["noise_study_s"] = time.perf_counter() - started
 
