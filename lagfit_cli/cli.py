@@ -88,6 +88,13 @@ def run(args: list[str]) -> int:
             if sweep_dir.is_dir():
                 report_sweep(sweep.write_or_explain(sweep_dir))
         return error(describe_config_error(exc))
+    except RuntimeError as exc:
+        missing = re.match(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'", str(exc))
+        if missing is None:
+            raise
+        extra = "joblib" if "joblib" in missing.group(2) else "slurm"
+        return error(f"hydra/launcher: the plugin {missing.group(2)} is not installed; "
+                     f"install it with: pip install -e '.[{extra}]' (or pip install 'lagfit-cli[{extra}]')")
     except SystemExit as exit_:  # --help, --cfg, or an argument error
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -186,7 +186,7 @@ def test_system_solver_preset_composes():
         cfg = compose("config", ["experiment=system_solver_sweep"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params.solver == "batched,vmap,closed_form"
-    assert params.system == "harmonic,anharmonic,duffing,pendulum"
+    assert params.system == "harmonic,anharmonic,duffing"
     assert cfg.hydra.mode.name == "MULTIRUN"
 
 
@@ -218,3 +218,12 @@ def test_plot_plan_picks_the_numeric_parameter_and_one_line_per_other_value():
     assert plan.repeat_keys == ["seed"] and plan.n_failed == 1
     assert plan.metrics == ["max_ratio_rel_error"]
     assert plan.series[0].x == [0.0, 0.0, 0.01, 0.01, 0.1, 0.1]
+
+
+def test_a_missing_launcher_plugin_is_one_line(tmp_path):
+    target = "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher_missing.joblib_launcher.JoblibLauncher"
+    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", target, "hydra.sweep.dir=sw")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "lagfit: error: hydra/launcher: the plugin hydra_joblib_launcher_missing is not installed; "
+        "install it with: pip install -e '.[joblib]' (or pip install 'lagfit-cli[joblib]')")
