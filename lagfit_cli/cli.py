@@ -83,10 +83,14 @@ def run(args: list[str]) -> int:
     try:
         app.hydra_main()
     except (HydraException, OmegaConfBaseException) as exc:
-        # a sweep stopped by a job's config error still summarizes the jobs that ran
+        # Hydra checks every job's config before the first starts; should a sweep still stop
+        # part-way, the jobs that ran are summarized, and a sweep that never began is removed
         for sweep_dir in sweep.STARTED:
-            if sweep_dir.is_dir():
+            if sweep_dir.is_dir() and sweep.job_dirs(sweep_dir):
                 report_sweep(sweep.write_or_explain(sweep_dir))
+            elif sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+                (sweep_dir / "multirun.yaml").unlink()
+                sweep_dir.rmdir()
         return error(describe_config_error(exc))
     except RuntimeError as exc:
         missing = re.match(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'", str(exc))

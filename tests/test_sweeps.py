@@ -227,3 +227,11 @@ def test_a_missing_launcher_plugin_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "lagfit: error: hydra/launcher: the plugin hydra_joblib_launcher_missing is not installed; "
         "install it with: pip install -e '.[joblib]' (or pip install 'lagfit-cli[joblib]')")
+
+
+def test_a_value_of_the_wrong_type_fails_the_sweep_before_any_job(tmp_path):
+    proc = lagfit(tmp_path, "run", "-m", *FAST, "noise.sigma=0,abc", "hydra.sweep.dir=sw")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
+    assert len(errors) == 1 and "noise.sigma=abc" in errors[0]
+    assert not (tmp_path / "sw").exists()
