@@ -193,6 +193,8 @@ class PlotPlan:
     constants: dict[str, str] = field(default_factory=dict)
     n_failed: int = 0
     ratio_names: list[str] = field(default_factory=list)
+    #: how many values the repeat keys take (e.g. 4 seeds)
+    n_repeats: int = 1
 
 
 def swept_keys(table: pd.DataFrame) -> list[str]:
@@ -265,7 +267,9 @@ def plot_plan(table: pd.DataFrame) -> PlotPlan:
     ratio_names = [c[: -len("_rel_error")] for c in table.columns
                    if c.endswith("_rel_error") and c != "max_ratio_rel_error"]
     n_failed = int((~table["status"].isin([OK, CHECK_FAILED])).sum())
-    return PlotPlan(x_key, x_numeric, x_order, metrics, series, repeats, constants, n_failed, ratio_names)
+    n_repeats = len(table[repeats].drop_duplicates()) if repeats else 1
+    return PlotPlan(x_key, x_numeric, x_order, metrics, series, repeats, constants, n_failed, ratio_names,
+                    n_repeats)
 
 
 def _nan_if_missing(value: Any) -> float:

@@ -65,6 +65,7 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
     """One panel per metric; one line per value of the other swept keys; a dot per job."""
     n_panels = len(plan.metrics)
     repeated = any(len(s.x) > len(set(s.x)) for s in plan.series)
+    repeat = " and ".join(plan.repeat_keys) or "repeat"
     with style():
         fig, axes = plt.subplots(1, n_panels, figsize=(5.4 * n_panels, 4.8), squeeze=False, layout="constrained")
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -83,8 +84,9 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
                 if repeated:
                     ax.plot(to_pos(series.x), ys, "o", color=color, ms=3.5, alpha=0.45, mec="none")
                 xs, medians = _median_by_x(series, metric, plan.x_order)
+                label = series.label if len(plan.series) > 1 else (f"median over {repeat}s" if repeated else None)
                 ax.plot(to_pos(xs), medians, "-o" if plan.x_numeric else "--o", color=color, lw=1.6,
-                        ms=5, label=series.label)
+                        ms=5, label=label)
             ax.set_title(_panel_title(metric, plan))
             ax.set_ylabel(metric_label(metric, plan.ratio_names))
             ax.set_xlabel(KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "")
@@ -98,9 +100,9 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
             ax.grid(True, which="major", alpha=0.3)
         first = axes[0, 0]
         if repeated:
-            repeat = " and ".join(plan.repeat_keys) or "repeat"
-            first.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mec="none", label=f"one job (each {repeat})")
-            first.plot([], [], "-", color="grey", lw=1.6, label=f"median over {repeat}s")
+            first.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mec="none", label=f"one job (one {repeat})")
+            if len(plan.series) > 1:
+                first.plot([], [], "-", color="grey", lw=1.6, label=f"median over {repeat}s")
         if len(plan.series) > 1 or repeated:
             first.legend(fontsize=8, framealpha=0.85)
         fig.suptitle(_suptitle(plan, sweep_dir), fontsize=11)
@@ -109,15 +111,30 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
 
 def _suptitle(plan: PlotPlan, sweep_dir: Path) -> str:
     n_jobs = sum(len(s.x) for s in plan.series) + plan.n_failed
-    x = plan.x_key or "no swept parameter"
-    lines = [f"Sweep over {x}: {n_jobs} jobs in {sweep_dir.name}"]
+    headline = metric_label(plan.metrics[0], plan.ratio_names)
+    x = KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "job"
+    title = f"{headline[0].upper()}{headline[1:]} vs {x}"
+    if plan.repeat_keys:
+        title += f", {plan.n_repeats} {' and '.join(plan.repeat_keys)}s per point"
+    lines = [title, f"{n_jobs} jobs in {sweep_dir}"]
     shown = {k: v for k, v in plan.constants.items() if not k.startswith(HIDDEN_PREFIXES)}
     if shown:
-        text = "same in every job: " + ", ".join(f"{k}={_short(v)}" for k, v in shown.items())
+        text = "same in every job: " + ", ".join(_describe(k, v) for k, v in shown.items())
         lines += textwrap.wrap(text, width=40 + 50 * len(plan.metrics))
     if plan.n_failed:
         lines.append(f"{plan.n_failed} failed job(s) not shown; see summary.csv")
     return "\n".join(lines)
+
+
+NOISE_TARGETS = {"inputs": "noise on q, q̇", "targets": "noise on q̈", "both": "noise on q, q̇ and q̈"}
+
+
+def _describe(key: str, value: str) -> str:
+    if key == "noise_apply_to":
+        return NOISE_TARGETS.get(value, f"noise on {value}")
+    if key == "n_points":
+        return f"{_short(value)} data points"
+    return f"{key}={_short(value)}"
 
 
 def _short(value: str) -> str:
@@ -130,9 +147,13 @@ def _short(value: str) -> str:
 
 
 def _scale(ax, axis: str, values: list, decades: int = 2) -> None:
-    scale, threshold = axis_scale([float(v) for v in values], decades)
+    values = [float(v) for v in values]
+    scale, threshold = axis_scale(values, decades)
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
     if scale == "symlog":
         setter("symlog", linthresh=threshold, linscale=0.5)
     else:
         setter(scale)
+    if axis == "x" and scale != "linear":  # symlog's automatic limits reach below 0
+        low = -0.3 * threshold if scale == "symlog" else min(values) / 1.5
+        ax.set_xlim(low, max(values) * 1.5)

@@ -215,7 +215,7 @@ def test_plot_plan_picks_the_numeric_parameter_and_one_line_per_other_value():
     assert plan.x_key == "noise.sigma" and plan.x_numeric
     assert plan.x_order == [0.0, 0.01, 0.1]  # the failed job's σ is not on the axis
     assert [s.label for s in plan.series] == ["system=harmonic", "system=anharmonic"]
-    assert plan.repeat_keys == ["seed"] and plan.n_failed == 1
+    assert plan.repeat_keys == ["seed"] and plan.n_repeats == 2 and plan.n_failed == 1
     assert plan.metrics == ["max_ratio_rel_error"]
     assert plan.series[0].x == [0.0, 0.0, 0.01, 0.01, 0.1, 0.1]
 
