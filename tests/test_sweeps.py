@@ -166,7 +166,7 @@ def test_noise_sweep_preset(tmp_path):
     proc = lagfit(tmp_path, "run", "--cfg", "hydra", "-p", "hydra.sweeper.params", "experiment=noise_sweep")
     assert proc.returncode == 0
     assert "noise.sigma: 0,0.001,0.003,0.01,0.03,0.1,0.3,1" in proc.stdout and "seed: range(4)" in proc.stdout
-    proc = lagfit(tmp_path, "run", "experiment=noise_sweep", *FAST, "noise.sigma=0,0.3", "seed=0,1",
+    proc = lagfit(tmp_path, "run", "-m", "experiment=noise_sweep", *FAST, "noise.sigma=0,0.3", "seed=0,1",
                   "hydra.sweep.dir=sw")
     assert proc.returncode == 0, proc.stderr
     table = summary(tmp_path / "sw")
@@ -174,6 +174,7 @@ def test_noise_sweep_preset(tmp_path):
     plan = sweep.plot_plan(table)
     assert plan.x_key == "noise.sigma" and plan.repeat_keys == ["seed"] and len(plan.series) == 1
     assert plan.constants["system"] == "harmonic"
+    assert_reruns_identically(tmp_path, tmp_path / "sw" / "3", "job3_alone")  # one preset job, alone
 
 
 def test_system_solver_preset_composes():
@@ -187,7 +188,6 @@ def test_system_solver_preset_composes():
     params = cfg.hydra.sweeper.params
     assert params.solver == "batched,vmap,closed_form"
     assert params.system == "harmonic,anharmonic,duffing"
-    assert cfg.hydra.mode.name == "MULTIRUN"
 
 
 # --------------------------------------------------------------------------- pure logic
