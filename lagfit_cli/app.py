@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,11 @@ from .report import METRICS_FILE
 
 log = logging.getLogger("lagfit")
 
+# conf/hydra/launcher/*.yaml share their names with the launcher plugins' own schemas, which
+# Hydra 1.3 still uses to type-check them, warning each time (in every worker) that it will stop
+warnings.filterwarnings("ignore", message=r"\n?'hydra/launcher/\w+' is validated against ConfigStore schema")
+
+EXIT_CRASH = 1
 EXIT_BAD_INPUT = 2
 EXIT_CHECK_FAILED = 3
 ERROR_FILE = "error.txt"
@@ -49,15 +55,31 @@ def run_job(cfg: DictConfig) -> Optional[dict]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    started = time.perf_counter()
     try:
-        from .tasks import TASKS
-
-        validate(cfg)
-        torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
-        report = TASKS[cfg.task.name](cfg)
+        return _run_job(cfg, run_dir, multirun)
     except LagfitError as err:
         return _fail(run_dir, str(err), EXIT_BAD_INPUT, multirun)
+    except Exception as err:  # noqa: BLE001  a sweep records a crashing job and goes on
+        if not multirun:
+            raise
+        log.error("the job crashed; traceback:", exc_info=True)
+        return _fail(run_dir, crash_line(err), EXIT_CRASH, multirun)
+
+
+def crash_line(err: BaseException) -> str:
+    """One line for an unexpected exception: 'crash: ValueError: first line of the message'."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"crash: {type(err).__name__}: {first}" if first else f"crash: {type(err).__name__}"
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
+    started = time.perf_counter()
+    from .tasks import TASKS
+
+    validate(cfg)
+    torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
+    report = TASKS[cfg.task.name](cfg)
 
     report.metrics["runtime_s"] = time.perf_counter() - started
     failed_check = check_failure(cfg, report.metrics)
@@ -89,7 +111,8 @@ def _fail(run_dir: Path, message: str, exit_code: int, multirun: bool, keep: boo
     if multirun or keep:
         # a sweep keeps the job folder, marked as failed, beside its good siblings
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(message + "\n")
+        # line 2 lets `lagfit summarize` tell the sweep's exit code from the folder alone
+        (run_dir / ERROR_FILE).write_text(f"{message}\nexit code {exit_code}\n")
     FAILURES.append(JobFailure(run_dir, message, exit_code, multirun, multirun or keep))
     return None
 

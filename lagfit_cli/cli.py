@@ -13,17 +13,21 @@ usage: lagfit run [OVERRIDE ...]       run one experiment (Hydra overrides, e.g.
        lagfit run -m KEY=A,B ...       run a sweep (Hydra multirun)
        lagfit run --help               config groups, current config, examples
        lagfit run --cfg job            print the composed config and exit
+       lagfit summarize DIR            (re)write DIR/summary.csv and summary.png of a sweep
 
 Runs write CSV tables, figures, metrics.json and the exact config into
-outputs/DATE/TIME/ (sweeps: outputs/multirun/DATE/TIME/N/).
+outputs/DATE/TIME/ (sweeps: outputs/multirun/DATE/TIME/N/, with summary.csv and
+summary.png at outputs/multirun/DATE/TIME/ when the sweep ends).
 
 examples:
   lagfit run system=harmonic noise.sigma=0.1
   lagfit run system=anharmonic init.n_starts=64
   lagfit run experiment=smoke
+  lagfit run -m noise.sigma=0,0.01,0.1,1 seed=0,1,2
+  lagfit run -m experiment=noise_sweep hydra/launcher=joblib
 """
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "summarize")
 
 
 def error(message: str, code: int = 2) -> int:
@@ -44,6 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command, rest = args[0], args[1:]
     if command == "run":
         return run(rest)
+    if command == "summarize":
+        return summarize(rest)
     return error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see lagfit --help)")
 
 
@@ -66,6 +72,10 @@ def run(args: list[str]) -> int:
     from . import app
 
     app.FAILURES.clear()
+    from . import sweep
+
+    sweep.RESULTS.clear()
+    sweep.STARTED.clear()
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["lagfit run", *args]
     # let config errors reach us as exceptions, to be told in one line
@@ -73,7 +83,22 @@ def run(args: list[str]) -> int:
     try:
         app.hydra_main()
     except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra checks every job's config before the first starts; should a sweep still stop
+        # part-way, the jobs that ran are summarized, and a sweep that never began is removed
+        for sweep_dir in sweep.STARTED:
+            if sweep_dir.is_dir() and sweep.job_dirs(sweep_dir):
+                report_sweep(sweep.write_or_explain(sweep_dir))
+            elif sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+                (sweep_dir / "multirun.yaml").unlink()
+                sweep_dir.rmdir()
         return error(describe_config_error(exc))
+    except RuntimeError as exc:
+        missing = re.match(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'", str(exc))
+        if missing is None:
+            raise
+        extra = "joblib" if "joblib" in missing.group(2) else "slurm"
+        return error(f"hydra/launcher: the plugin {missing.group(2)} is not installed; "
+                     f"install it with: pip install -e '.[{extra}]' (or pip install 'lagfit-cli[{extra}]')")
     except SystemExit as exit_:  # --help, --cfg, or an argument error
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -87,11 +112,57 @@ def run(args: list[str]) -> int:
     for failure in app.FAILURES:
         if not failure.keep_folder:
             app.remove_unfinished_run(failure.run_dir)
-    if app.FAILURES:
-        if any(f.multirun for f in app.FAILURES):
+    # a sweep's jobs may have run in other processes: their folders tell how they ended
+    sweep_codes = [report_sweep(result) for result in sweep.RESULTS]
+    if app.FAILURES or any(sweep_codes):
+        if any(f.multirun for f in app.FAILURES) and not sweep.RESULTS:
             print(f"lagfit: {len(app.FAILURES)} job(s) failed; see error.txt in their folders", file=sys.stderr)
-        return max(f.exit_code for f in app.FAILURES)
+        return max([f.exit_code for f in app.FAILURES] + sweep_codes)
     return 0
+
+
+def report_sweep(result) -> int:
+    """Tell where a sweep's summary is and how its jobs ended; return the sweep's exit code."""
+    from . import sweep
+
+    if result.table is None:
+        print(f"lagfit: sweep {result.sweep_dir}: no summary: {result.problem}", file=sys.stderr)
+        return 1
+    code = sweep.exit_code(result.table)
+    print(f"lagfit: sweep: {sweep.headline(result.table)}; summary in {result.sweep_dir / sweep.SUMMARY_CSV}",
+          file=sys.stderr)
+    for _, row in result.table[result.table["status"] != sweep.OK].iterrows():
+        print(f"lagfit: job {row['job']} ({row['overrides']}): {row['status']}: {row['error']}", file=sys.stderr)
+    return code
+
+
+SUMMARIZE_USAGE = """\
+usage: lagfit summarize DIR [--format png|pdf|svg]
+
+Reads every job folder under DIR (a sweep: outputs/multirun/DATE/TIME/) and writes
+DIR/summary.csv (one row per job: overrides, status, error, key metrics) and
+DIR/summary.png. Exit code: 0 if every job finished ok, else the largest job exit code.
+"""
+
+
+def summarize(args: list[str]) -> int:
+    """``lagfit summarize DIR``: the sweep summary of an existing folder."""
+    if not args or args[0] in ("-h", "--help"):
+        print(SUMMARIZE_USAGE, end="")
+        return 0 if args else 2
+    figure_format = "png"
+    if len(args) == 3 and args[1] == "--format":
+        figure_format = args[2]
+    elif len(args) != 1:
+        return error(f"summarize takes one folder (and --format FMT), got {' '.join(args)!r}")
+    if figure_format not in ("png", "pdf", "svg"):
+        return error(f"--format: must be one of pdf, png, svg; got {figure_format!r}")
+    from . import sweep
+
+    result = sweep.write_or_explain(Path(args[0]), figure_format)
+    if result.table is None:
+        return error(result.problem)
+    return report_sweep(result)
 
 
 def describe_config_error(exc: BaseException) -> str:

@@ -1,0 +1,237 @@
+"""Sweeps as a user runs them: `lagfit run -m ...` into tmp_path, then summary.csv, exit codes,
+job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for byte."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lagfit_cli import sweep
+
+#: small jobs: 64 points, 4 starts, a coarse landscape
+FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "report.landscape_resolution=12", "report.dpi=50")
+#: what every finished job folder holds, as a single run's does
+COMPLETE = ("metrics.json", "fit_results.csv", "fit_history.csv", "lagfit.log", ".hydra/config.yaml",
+            ".hydra/overrides.yaml", "figures/fig1_qdd.png", "figures/fit_convergence.png")
+#: metrics that measure time, and so differ between two runs of the same job
+TIMINGS = ("runtime_s", "fit_s")
+
+
+def lagfit(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lagfit_cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def summary(sweep_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(sweep_dir / "summary.csv", keep_default_na=False, na_values=[""], dtype={"dir": str})
+
+
+def assert_complete(job_dir: Path) -> None:
+    for name in COMPLETE:
+        assert (job_dir / name).is_file(), f"{job_dir}: missing {name}"
+    assert not (job_dir / "error.txt").exists()
+    assert json.loads((job_dir / "metrics.json").read_text())["status"] == "ok"
+
+
+def assert_reruns_identically(tmp_path: Path, job_dir: Path, name: str) -> None:
+    """Rerun one job of a sweep alone, with its overrides: the same numbers, byte for byte."""
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    alone = tmp_path / name
+    proc = lagfit(tmp_path, "run", *overrides, f"hydra.run.dir={alone}")
+    assert proc.returncode == 0, proc.stderr
+    for table in ("fit_results.csv", "fit_history.csv"):
+        assert (alone / table).read_bytes() == (job_dir / table).read_bytes(), table
+    in_sweep, rerun = (json.loads((d / "metrics.json").read_text()) for d in (job_dir, alone))
+    for key in TIMINGS:
+        in_sweep.pop(key), rerun.pop(key)
+    assert json.dumps(in_sweep) == json.dumps(rerun)
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """Six jobs over σ, one of them (σ = −1) bad input: the done-when sweep of issue 6."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    proc = lagfit(tmp, "run", "-m", *FAST, "noise.sigma=0,0.001,0.01,0.03,0.1,-1", "hydra.sweep.dir=sw")
+    return tmp, tmp / "sw", proc
+
+
+def test_a_failing_job_is_recorded_and_the_others_finish(failing_sweep):
+    tmp, sweep_dir, proc = failing_sweep
+    assert proc.returncode == 2, proc.stderr  # the sweep was not clean: the bad job's exit code
+    assert "Traceback" not in proc.stderr
+    assert "5 of 6 jobs ok, 1 failed" in proc.stderr
+    table = summary(sweep_dir)
+    assert len(table) == 6
+    assert list(table["job"]) == list(range(6))
+    assert list(table["noise.sigma"]) == [0, 0.001, 0.01, 0.03, 0.1, -1]
+    failed = table[table.status == "failed"]
+    assert len(failed) == 1 and failed["noise.sigma"].item() == -1
+    assert failed["error"].item() == "noise.sigma: must be a finite number >= 0, got -1.0"
+    assert failed["exit_code"].item() == 2 and math.isnan(failed["best_loss"].item())
+    ok = table[table.status == "ok"]
+    assert len(ok) == 5 and (ok["exit_code"] == 0).all()
+    for column in ("best_loss", "k/m", "k/m_rel_error", "max_ratio_rel_error", "runtime_s"):
+        assert ok[column].notna().all() and (ok[column] >= 0).all(), column
+    # the noise-free fit finds k/m; noise biases it, more noise more
+    assert ok["k/m_rel_error"].iloc[0] < 1e-8
+    assert ok["k/m_rel_error"].iloc[-1] > 10 * ok["k/m_rel_error"].iloc[1]
+    for _, row in ok.iterrows():
+        assert_complete(sweep_dir / row["dir"])
+        assert json.loads((sweep_dir / row["dir"] / "metrics.json").read_text())["best_loss"] == row["best_loss"]
+    bad = sweep_dir / failed["dir"].item()
+    assert (bad / "error.txt").read_text().splitlines() == [failed["error"].item(), "exit code 2"]
+    assert not (bad / "metrics.json").exists()
+    assert (sweep_dir / "summary.png").stat().st_size > 10_000
+
+
+def test_one_job_reruns_alone_byte_for_byte(failing_sweep):
+    tmp, sweep_dir, _ = failing_sweep
+    assert_reruns_identically(tmp, sweep_dir / "4", "job4_alone")
+
+
+def test_summarize_an_existing_or_interrupted_sweep(failing_sweep):
+    tmp, sweep_dir, _ = failing_sweep
+    before = summary(sweep_dir)
+    (sweep_dir / "summary.csv").unlink()
+    proc = lagfit(tmp, "summarize", str(sweep_dir))
+    assert proc.returncode == 2, proc.stderr
+    assert summary(sweep_dir).equals(before)
+    # a job killed mid-way (no metrics.json, no error.txt) is reported, not dropped
+    copy = tmp / "interrupted"
+    subprocess.run(["cp", "-r", str(sweep_dir), str(copy)], check=True)
+    (copy / "2" / "metrics.json").unlink()
+    (copy / "5" / "error.txt").unlink()
+    proc = lagfit(tmp, "summarize", str(copy))
+    assert proc.returncode == 1, proc.stderr
+    table = summary(copy)
+    assert list(table["status"]) == ["ok", "ok", "incomplete", "ok", "ok", "incomplete"]
+    assert "interrupted" in table["error"][2]
+    # not a sweep: one line, exit 2
+    proc = lagfit(tmp, "summarize", str(tmp / "nowhere"))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"lagfit: error: summarize: {tmp / 'nowhere'} is not a folder"
+    proc = lagfit(tmp, "summarize", str(sweep_dir / "0"))
+    assert proc.returncode == 2 and "no job folders" in proc.stderr
+
+
+def _plugin(name: str) -> None:
+    if importlib.util.find_spec(f"hydra_plugins.{name}") is None:
+        extra = "joblib" if "joblib" in name else "slurm"
+        pytest.skip(f"{name} is not installed (pip install -e '.[{extra}]'; make test installs it)")
+
+
+def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
+    """Jobs in joblib worker processes: the parent learns how they ended from their folders."""
+    _plugin("hydra_joblib_launcher")
+    sweep_dir = tmp_path / "sw"
+    # job 2 cannot write its figures (a file stands where its figures/ folder goes): a crash
+    (sweep_dir / "2").mkdir(parents=True)
+    (sweep_dir / "2" / "figures").write_text("not a folder")
+    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+                  "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 1, proc.stderr  # a crash: exit 1
+    table = summary(sweep_dir)
+    assert list(table["status"]) == ["ok", "ok", "failed"]
+    assert table["error"][2].startswith("crash: FileExistsError: ")
+    assert table["exit_code"][2] == 1
+    assert "Traceback" in (sweep_dir / "2" / "lagfit.log").read_text()  # the details, for a bug report
+    for job in ("0", "1"):
+        assert_complete(sweep_dir / job)
+    # seeds draw different noise: different estimates
+    assert table["k/m"][0] != table["k/m"][1]
+    assert_reruns_identically(tmp_path, sweep_dir / "1", "job1_alone")
+
+
+def test_submitit_local_sweep(tmp_path):
+    _plugin("hydra_submitit_launcher")
+    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=submitit_local", *FAST, "noise.sigma=0,0.1",
+                  "hydra.sweep.dir=sw")
+    assert proc.returncode == 0, proc.stderr
+    table = summary(tmp_path / "sw")
+    assert list(table["status"]) == ["ok", "ok"]
+    assert list(table["noise.sigma"]) == [0, 0.1]
+    assert table["k/m_rel_error"][0] < 1e-8 < table["k/m_rel_error"][1]
+    for job in ("0", "1"):
+        assert_complete(tmp_path / "sw" / job)
+    assert (tmp_path / "sw" / "summary.png").is_file()
+
+
+def test_noise_sweep_preset(tmp_path):
+    """The preset's own sweep, narrowed on the command line (which overrides its params)."""
+    proc = lagfit(tmp_path, "run", "--cfg", "hydra", "-p", "hydra.sweeper.params", "experiment=noise_sweep")
+    assert proc.returncode == 0
+    assert "noise.sigma: 0,0.001,0.003,0.01,0.03,0.1,0.3,1" in proc.stdout and "seed: range(4)" in proc.stdout
+    proc = lagfit(tmp_path, "run", "-m", "experiment=noise_sweep", *FAST, "report.figures=false",
+                  "noise.sigma=0,0.3", "seed=0,1", "hydra.sweep.dir=sw")
+    assert proc.returncode == 0, proc.stderr
+    table = summary(tmp_path / "sw")
+    assert len(table) == 4 and (table.status == "ok").all()
+    plan = sweep.plot_plan(table)
+    assert plan.x_key == "noise.sigma" and plan.repeat_keys == ["seed"] and len(plan.series) == 1
+    assert plan.constants["system"] == "harmonic"
+    assert_reruns_identically(tmp_path, tmp_path / "sw" / "3", "job3_alone")  # one preset job, alone
+
+
+def test_system_solver_preset_composes():
+    from hydra import compose, initialize_config_module
+
+    from lagfit_cli.config import register_configs
+
+    register_configs()
+    with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
+        cfg = compose("config", ["experiment=system_solver_sweep"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params.solver == "batched,vmap,closed_form"
+    assert params.system == "harmonic,anharmonic,duffing"
+
+
+# --------------------------------------------------------------------------- pure logic
+
+
+def test_axis_scale():
+    assert sweep.axis_scale([1.0, 2.0, 3.0]) == ("linear", None)
+    assert sweep.axis_scale([1e-3, 1e-2, 1.0]) == ("log", None)
+    assert sweep.axis_scale([0.0, 1e-3, 0.1, 1.0]) == ("symlog", 1e-3)
+    assert sweep.axis_scale([-1.0, 1e-3, 1.0]) == ("linear", None)
+    assert sweep.axis_scale([0.01, 0.1], decades=1) == ("log", None)
+
+
+def test_plot_plan_picks_the_numeric_parameter_and_one_line_per_other_value():
+    rows = []
+    for system in ("harmonic", "anharmonic"):
+        for sigma in ("0", "0.01", "0.1"):
+            for seed in ("0", "1"):
+                overrides = f"system={system} noise.sigma={sigma} seed={seed}"
+                rows.append({"status": "ok", "system": system, "noise.sigma": sigma, "seed": seed,
+                             "max_ratio_rel_error": float(sigma) + 1e-12, "overrides": overrides})
+    rows.append({"status": "failed", "system": "harmonic", "noise.sigma": "-1", "seed": "0",
+                 "overrides": "system=harmonic noise.sigma=-1 seed=0"})
+    plan = sweep.plot_plan(pd.DataFrame(rows))
+    assert plan.x_key == "noise.sigma" and plan.x_numeric
+    assert plan.x_order == [0.0, 0.01, 0.1]  # the failed job's σ is not on the axis
+    assert [s.label for s in plan.series] == ["system=harmonic", "system=anharmonic"]
+    assert plan.repeat_keys == ["seed"] and plan.n_repeats == 2 and plan.n_failed == 1
+    assert plan.metrics == ["max_ratio_rel_error"]
+    assert plan.series[0].x == [0.0, 0.0, 0.01, 0.01, 0.1, 0.1]
+
+
+def test_a_missing_launcher_plugin_is_one_line(tmp_path):
+    target = "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher_missing.joblib_launcher.JoblibLauncher"
+    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", target, "hydra.sweep.dir=sw")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "lagfit: error: hydra/launcher: the plugin hydra_joblib_launcher_missing is not installed; "
+        "install it with: pip install -e '.[joblib]' (or pip install 'lagfit-cli[joblib]')")
+
+
+def test_a_value_of_the_wrong_type_fails_the_sweep_before_any_job(tmp_path):
+    proc = lagfit(tmp_path, "run", "-m", *FAST, "noise.sigma=0,abc", "hydra.sweep.dir=sw")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
+    assert len(errors) == 1 and "noise.sigma=abc" in errors[0]
+    assert not (tmp_path / "sw").exists()
