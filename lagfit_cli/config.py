@@ -46,8 +46,9 @@ class DataConf:
     n_points: int = 2000
     #: the CSV file to read (data=csv)
     path: Optional[str] = None
-    #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta}
-    columns: dict[str, str] = field(default_factory=dict)
+    #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta};
+    #: untyped and null by default (checked by validate) so a mapping of new keys can be given
+    columns: Any = None
 
 
 @dataclass
@@ -216,6 +217,11 @@ def validate(cfg: DictConfig) -> None:
 
 def validate_data(cfg: DictConfig) -> None:
     """Checks of the keys added for data=uniform / data=csv and unknown true values."""
+    columns = cfg.data.columns
+    if columns is not None and not (
+        isinstance(columns, Mapping) and all(isinstance(v, str) for v in columns.values())
+    ):
+        _fail("data.columns", f"must map lagfit's column names to the file's, e.g. {{q0: theta}}; got {columns!r}")
     if cfg.data.n_points < 1:
         _fail("data.n_points", f"must be at least 1, got {cfg.data.n_points}")
     unknown = [name for name, value in (cfg.system.params or {}).items() if value is None]

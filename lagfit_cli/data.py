@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .dynamics import Solver
+from .dynamics import Solver, check_mass_matrix
 from .errors import LagfitError
 from .systems import System
 
@@ -90,6 +90,8 @@ def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
             "the true values, so each must be a number (null = unknown is for measured data, "
             "data=csv)"
         )
+    # an exactly singular mass matrix would make the solve fail: say so first
+    check_mass_matrix(request.system, q, qd, request.truth)
     with torch.no_grad():
         return request.solver(request.system, q, qd, request.truth[None, :])[0]
 

@@ -162,9 +162,8 @@ def convergence_figure(
             ax.set_xlabel("iteration")
             ax.set_ylabel(ratio_labels[r])
             ax.set_title(f"{ratio_labels[r]} per start")
-        fig.suptitle(title)
-        if note:
-            fig.text(0.5, -0.02, note, ha="center", va="top")
+        fig.suptitle(f"{title}\n{note}" if note else title)
+        fig.tight_layout()
     return fig
 
 

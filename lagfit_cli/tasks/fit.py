@@ -202,7 +202,7 @@ def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult, pair: tupl
     system, data = problem.system, problem.data
     label = f"{system.name}, σ = {cfg.noise.sigma:g}"
     best_theta = result.theta[result.best]
-    source = "data from " + str(cfg.data.path) if cfg.data.name == "csv" else f"synthetic data ({label})"
+    source = f"data from {cfg.data.path}" if cfg.data.name == "csv" else f"synthetic data, σ = {cfg.noise.sigma:g}"
     if data.grid_shape is not None:
         figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: {source}")}
     else:
