@@ -182,7 +182,9 @@ def _qdd_slice_figure(data: Dataset, title: str) -> Figure:
         for k, name in enumerate(_all_state_symbols(data.dof)[2:])
     )
     with style():
-        fig, axes = plt.subplots(1, data.dof, figsize=(5.6 * data.dof, 4.8), squeeze=False)
+        fig, axes = plt.subplots(
+            1, data.dof, figsize=(5.8 * data.dof, 4.8), squeeze=False, layout="constrained"
+        )
         x, y = sliced(states[:, 0]), sliced(states[:, 1])
         for i, ax in enumerate(axes[0]):
             mesh = ax.pcolormesh(x, y, sliced(data.qdd[:, i].cpu().numpy()), shading="auto", cmap="coolwarm")
@@ -204,7 +206,9 @@ def qdd_scatter_figure(data: Dataset, predicted, title: str) -> Figure:
     against the data's, one panel per coordinate, with the line of perfect agreement."""
     _, _, qdd_sym = state_symbols(data.dof)
     with style():
-        fig, axes = plt.subplots(1, data.dof, figsize=(4.8 * data.dof, 4.6), squeeze=False)
+        fig, axes = plt.subplots(
+            1, data.dof, figsize=(4.8 * data.dof, 4.6), squeeze=False, layout="constrained"
+        )
         for i, ax in enumerate(axes[0]):
             true = data.qdd[:, i].cpu().numpy()
             pred = predicted[:, i].detach().cpu().numpy()
