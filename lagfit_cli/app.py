@@ -79,6 +79,8 @@ def check_failure(cfg: DictConfig, metrics: dict) -> Optional[str]:
     worst = metrics.get("max_ratio_rel_error")
     if worst is not None and worst <= limit:
         return None
+    if worst is None:
+        return "check failed: no identifiable value with a known true value to check"
     return f"check failed: worst identifiable-ratio relative error {worst:.3e} exceeds check.max_ratio_rel_error={limit:g}"
 
 
