@@ -96,6 +96,10 @@ def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
         return request.solver(request.system, q, qd, request.truth[None, :])[0]
 
 
+#: the largest grid data=grid builds (n^(2D) grows fast: 50 nodes and D = 2 are 6.25e6)
+MAX_GRID_POINTS = 1_000_000
+
+
 @register_dataset("grid")
 def grid_dataset(request: DataRequest) -> Dataset:
     """An n-point grid over every state variable, flattened: n^(2D) points.
@@ -104,6 +108,12 @@ def grid_dataset(request: DataRequest) -> Dataset:
     diagonal q = q̇·const; this is the full n × n grid its text and Fig. 1 describe.)
     """
     n, dof = int(request.spec["n"]), request.system.dof
+    if n ** (2 * dof) > MAX_GRID_POINTS:
+        raise LagfitError(
+            f"data.n: a grid of {n} points per state variable has {n}^{2 * dof} = "
+            f"{n ** (2 * dof):,} points for {dof} coordinates (limit {MAX_GRID_POINTS:,}); "
+            "lower data.n or use data=uniform data.n_points=N"
+        )
     q_axis = torch.linspace(*request.spec["q_bounds"], n, dtype=torch.float64)
     qd_axis = torch.linspace(*request.spec["qd_bounds"], n, dtype=torch.float64)
     axes = [q_axis] * dof + [qd_axis] * dof
