@@ -188,8 +188,11 @@ def validate(cfg: DictConfig) -> None:
     for name, value in (params or {}).items():
         if value is None:
             continue  # unknown
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            _fail(f"system.params.{name}", f"must be a finite number or null (unknown), got {value!r}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)):
+            _fail(
+                f"system.params.{name}", f"must be a finite number or null (unknown), got {value!r}"
+            )
     _check_bounds("system.q_bounds", cfg.system.q_bounds)
     _check_bounds("system.qd_bounds", cfg.system.qd_bounds)
     _check_bounds("data.q_bounds", cfg.data.q_bounds)
@@ -221,7 +224,10 @@ def validate_data(cfg: DictConfig) -> None:
     if columns is not None and not (
         isinstance(columns, Mapping) and all(isinstance(v, str) for v in columns.values())
     ):
-        _fail("data.columns", f"must map lagfit's column names to the file's, e.g. {{q0: theta}}; got {columns!r}")
+        _fail(
+            "data.columns",
+            f"must map lagfit's column names to the file's, e.g. {{q0: theta}}; got {columns!r}",
+        )
     if cfg.data.n_points < 1:
         _fail("data.n_points", f"must be at least 1, got {cfg.data.n_points}")
     unknown = [name for name, value in (cfg.system.params or {}).items() if value is None]

@@ -46,7 +46,9 @@ def _where(row: int) -> str:
     return f"row {row + 1} (file line {row + 2})"
 
 
-def read_states(path: Path, dof: int, mapping: Mapping[str, str], min_rows: int) -> dict[str, torch.Tensor]:
+def read_states(
+    path: Path, dof: int, mapping: Mapping[str, str], min_rows: int
+) -> dict[str, torch.Tensor]:
     """Read and check the file; return {"q": (N, D), "qd": (N, D), "qdd": (N, D)} float64."""
     unknown = [name for name in mapping if _index(name) < 0]
     if unknown:
@@ -106,7 +108,8 @@ def read_states(path: Path, dof: int, mapping: Mapping[str, str], min_rows: int)
         not_finite = ~np.isfinite(array)
         if not_finite.any():
             row = int(not_finite.nonzero()[0][0])
-            raise _fail(path, f"column {column!r}, {_where(row)}: value {text.iloc[row]!r} is not finite")
+            cell = text.iloc[row]
+            raise _fail(path, f"column {column!r}, {_where(row)}: value {cell!r} is not finite")
         values[name] = torch.tensor(array, dtype=torch.float64)
 
     return {

@@ -34,7 +34,9 @@ class Landscape:
     valley_slope: float
 
 
-def landscape_pair(system: System, names: Optional[Sequence[str]], gauge: Optional[str]) -> tuple[int, int]:
+def landscape_pair(
+    system: System, names: Optional[Sequence[str]], gauge: Optional[str]
+) -> tuple[int, int]:
     """Indices (ix, iy) of the two parameters to draw.
 
     ``names`` (``report.landscape_params``) picks them; None picks a pair with a valley:

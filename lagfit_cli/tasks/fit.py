@@ -198,11 +198,16 @@ def summary_lines(problem: Problem, metrics: dict) -> list[str]:
     return lines + [f"  warning: {w}" for w in metrics["warnings"]]
 
 
-def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult, pair: tuple[int, int]) -> dict:
+def fit_figures(
+    cfg: DictConfig, problem: Problem, result: FitResult, pair: tuple[int, int]
+) -> dict:
     system, data = problem.system, problem.data
     label = f"{system.name}, σ = {cfg.noise.sigma:g}"
     best_theta = result.theta[result.best]
-    source = f"data from {cfg.data.path}" if cfg.data.name == "csv" else f"synthetic data, σ = {cfg.noise.sigma:g}"
+    source = (
+        f"data from {cfg.data.path}" if cfg.data.name == "csv"
+        else f"synthetic data, σ = {cfg.noise.sigma:g}"
+    )
     if data.grid_shape is not None:
         figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: {source}")}
     else:
@@ -242,7 +247,8 @@ def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult, pair: tupl
     ratios = reported_values(system, problem.ratios, result.history.theta)[..., rows].cpu().numpy()
     true_values = reported_values(system, problem.ratios, problem.truth)[rows].tolist()
     rlabels = [
-        plots.symbol(row.name) + (f"/{plots.symbol(row.denominator)}" if row.status == "ratio" else "")
+        plots.symbol(row.name)
+        + (f"/{plots.symbol(row.denominator)}" if row.status == "ratio" else "")
         for row in (problem.ratios[r] for r in rows)
     ]
     notes = []
