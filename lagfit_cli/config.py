@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -21,8 +22,11 @@ from .errors import LagfitError
 @dataclass
 class SystemConf:
     name: str = MISSING
-    #: true parameter values, in the system's order (the truth for synthetic data)
-    params: dict[str, float] = field(default_factory=dict)
+    #: true parameter values, in the system's order (the truth for synthetic data);
+    #: null = unknown (only with data=csv: nothing is then reported against a truth).
+    #: Untyped (checked by validate) so that system=custom can start from null and take a
+    #: mapping of new names from the command line (a typed mapping refuses new keys)
+    params: Any = field(default_factory=dict)
     #: parameter that identifiable ratios are taken against (None = the first)
     gauge: Optional[str] = None
     q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
@@ -38,6 +42,13 @@ class DataConf:
     n: int = 50
     q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     qd_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    #: number of random states (data=uniform)
+    n_points: int = 2000
+    #: the CSV file to read (data=csv)
+    path: Optional[str] = None
+    #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta};
+    #: untyped and null by default (checked by validate) so a mapping of new keys can be given
+    columns: Any = None
 
 
 @dataclass
@@ -54,6 +65,8 @@ class InitConf:
     n_starts: int = 16
     #: initial guesses are uniform in [truth − box_width, truth + box_width] per parameter
     box_width: float = 1.0
+    #: the box centre for parameters whose true value is unknown (system.params.X=null)
+    center: float = 1.0
 
 
 @dataclass
@@ -93,6 +106,8 @@ class ReportConf:
     figures: bool = True
     #: resolution of the loss-landscape grid drawn under the fit paths
     landscape_resolution: int = 60
+    #: the two parameters drawn in the landscape/paths figure (None: a pair with a valley)
+    landscape_params: Optional[list[str]] = None
 
 
 @dataclass
@@ -205,9 +220,17 @@ def validate(cfg: DictConfig) -> None:
     if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
         _fail("device", f"must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
 
-    for name, value in cfg.system.params.items():
-        if not math.isfinite(value):
-            _fail(f"system.params.{name}", f"must be a finite number, got {value}")
+    params = cfg.system.params
+    if params is not None and not isinstance(params, Mapping):
+        _fail("system.params", f"must be a mapping of parameter names to values, got {params!r}")
+    for name, value in (params or {}).items():
+        if value is None:
+            continue  # unknown
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)):
+            _fail(
+                f"system.params.{name}", f"must be a finite number or null (unknown), got {value!r}"
+            )
     _check_bounds("system.q_bounds", cfg.system.q_bounds)
     _check_bounds("system.qd_bounds", cfg.system.qd_bounds)
     _check_bounds("data.q_bounds", cfg.data.q_bounds)
@@ -231,6 +254,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.check.max_ratio_rel_error is not None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
     validate_studies(cfg)
+    validate_data(cfg)
 
 
 def _check_lr(cfg: DictConfig) -> None:
@@ -272,3 +296,25 @@ def validate_studies(cfg: DictConfig) -> None:
     _check_positive("noise_study.slice_halfwidth", ns.slice_halfwidth)
     _check_positive("noise_study.threshold_fraction", ns.threshold_fraction)
     _check_positive("noise_study.show_sigma", ns.show_sigma)
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """Checks of the keys added for data=uniform / data=csv and unknown true values."""
+    columns = cfg.data.columns
+    if columns is not None and not (
+        isinstance(columns, Mapping) and all(isinstance(v, str) for v in columns.values())
+    ):
+        _fail(
+            "data.columns",
+            f"must map lagfit's column names to the file's, e.g. {{q0: theta}}; got {columns!r}",
+        )
+    if cfg.data.n_points < 1:
+        _fail("data.n_points", f"must be at least 1, got {cfg.data.n_points}")
+    unknown = [name for name, value in (cfg.system.params or {}).items() if value is None]
+    if unknown and cfg.check.max_ratio_rel_error is not None:
+        _fail(
+            "check.max_ratio_rel_error",
+            f"needs known true values, but system.params.{unknown[0]} is null (unknown)",
+        )
+    if not math.isfinite(cfg.init.center):
+        _fail("init.center", f"must be a finite number, got {cfg.init.center}")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .dynamics import Solver
+from .dynamics import Solver, check_mass_matrix
 from .errors import LagfitError
 from .systems import System
 
@@ -53,7 +53,7 @@ class DataRequest:
 
     spec: Mapping[str, Any]
     system: System
-    truth: Tensor  # (P,) float64
+    truth: Tensor  # (P,) float64, NaN where the true value is unknown
     solver: Solver
     generator: torch.Generator
 
@@ -83,8 +83,21 @@ def build_dataset(request: DataRequest) -> Dataset:
 
 def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
     """q̈ at the true parameters: (N, D)."""
+    unknown = [n for n, v in zip(request.system.param_names, request.truth.tolist()) if v != v]
+    if unknown:
+        raise LagfitError(
+            f"system.params.{unknown[0]}: data={request.spec['name']} makes synthetic data from "
+            "the true values, so each must be a number (null = unknown is for measured data, "
+            "data=csv)"
+        )
+    # an exactly singular mass matrix would make the solve fail: say so first
+    check_mass_matrix(request.system, q, qd, request.truth)
     with torch.no_grad():
         return request.solver(request.system, q, qd, request.truth[None, :])[0]
+
+
+#: the largest grid data=grid builds (n^(2D) grows fast: 50 nodes and D = 2 are 6.25e6)
+MAX_GRID_POINTS = 1_000_000
 
 
 @register_dataset("grid")
@@ -95,6 +108,12 @@ def grid_dataset(request: DataRequest) -> Dataset:
     diagonal q = q̇·const; this is the full n × n grid its text and Fig. 1 describe.)
     """
     n, dof = int(request.spec["n"]), request.system.dof
+    if n ** (2 * dof) > MAX_GRID_POINTS:
+        raise LagfitError(
+            f"data.n: a grid of {n} points per state variable has {n}^{2 * dof} = "
+            f"{n ** (2 * dof):,} points for {dof} coordinates (limit {MAX_GRID_POINTS:,}); "
+            "lower data.n or use data=uniform data.n_points=N"
+        )
     q_axis = torch.linspace(*request.spec["q_bounds"], n, dtype=torch.float64)
     qd_axis = torch.linspace(*request.spec["qd_bounds"], n, dtype=torch.float64)
     axes = [q_axis] * dof + [qd_axis] * dof
@@ -102,3 +121,19 @@ def grid_dataset(request: DataRequest) -> Dataset:
     states = torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (n^(2D), 2D)
     q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
     return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof))
+
+
+@register_dataset("uniform")
+def uniform_dataset(request: DataRequest) -> Dataset:
+    """``n_points`` states drawn uniformly in the bounds (every q_i in q_bounds, every q̇_i in
+    qd_bounds) from the seeded data stream: (N, D) each, whatever D is."""
+    n, dof = int(request.spec["n_points"]), request.system.dof
+    unit = torch.rand((n, 2 * dof), generator=request.generator, dtype=torch.float64)
+    low = torch.tensor([request.spec["q_bounds"][0]] * dof + [request.spec["qd_bounds"][0]] * dof)
+    high = torch.tensor([request.spec["q_bounds"][1]] * dof + [request.spec["qd_bounds"][1]] * dof)
+    states = low + (high - low) * unit
+    q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
+    return Dataset(q, qd, synthetic_targets(request, q, qd))
+
+
+from . import datafile  # noqa: E402,F401  (registers data=csv)

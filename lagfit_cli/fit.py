@@ -8,21 +8,22 @@ Step, with the report's adaptive rate (eq. 2):
 
     ε_b = ε₀ · exp(−(ε₀ ‖∇_θ loss_b‖)³),    θ_b ← θ_b − ε_b ∇_θ loss_b
 
-L and cL give the same motion, so θ is identifiable only up to a common scale: results
-are reported as ratios θ_j / θ_gauge beside the raw values.
+L and cL give the same motion, so θ is identifiable only up to scale: results are reported
+per parameter as ``System.parameter_ratios`` says (a ratio θⱼ / θ_gauge within its scale
+group, the gauge itself, an absolute value, or not identifiable) beside the raw values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .dynamics import Solver
 from .errors import LagfitError
-from .systems import System
+from .systems import ParameterRatio, System
 
 #: theta (B, P) -> (loss (B,), grad (B, P))
 LossAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -190,27 +191,34 @@ def gradient_descent(
 # --------------------------------------------------------------------------- ratios
 
 
-def gauge_index(system: System, gauge: Optional[str]) -> int:
-    """Index of the gauge parameter (``system.gauge``; None means the first)."""
-    if gauge is None:
-        return 0
-    if gauge not in system.param_names:
-        raise LagfitError(
-            f"system.gauge: {gauge!r} is not a parameter of {system.name!r} "
-            f"({', '.join(system.param_names)})"
-        )
-    return system.param_names.index(gauge)
+#: statuses whose reported value q̈ determines (see ``System.parameter_ratios``)
+IDENTIFIABLE = ("ratio", "absolute")
 
 
-def ratio_names(system: System, gauge: int) -> list[str]:
-    g = system.param_names[gauge]
-    return [f"{name}/{g}" for i, name in enumerate(system.param_names) if i != gauge]
+def ratio_label(row: ParameterRatio) -> str:
+    """How a parameter's reported value is named: ``g/l`` for a ratio, its name otherwise."""
+    return f"{row.name}/{row.denominator}" if row.status == "ratio" else row.name
 
 
-def identifiable_ratios(theta: Tensor, gauge: int) -> Tensor:
-    """θ_j / θ_gauge for every j ≠ gauge: (..., P) -> (..., P − 1)."""
-    others = [j for j in range(theta.shape[-1]) if j != gauge]
-    return theta[..., others] / theta[..., gauge : gauge + 1]
+def reported_values(system: System, rows: Sequence[ParameterRatio], theta: Tensor) -> Tensor:
+    """Each parameter as reported: (..., P) -> (..., P), one column per parameter.
+
+    ``ratio``: θⱼ / θ_gauge of its scale group; ``gauge``: 1 (by definition);
+    ``absolute``: θⱼ itself; ``unidentifiable``: NaN (q̈ does not determine it).
+    NaN entries of theta (unknown true values) give NaN where they are used.
+    """
+    index = {name: j for j, name in enumerate(system.param_names)}
+    columns = []
+    for row in rows:
+        value = theta[..., index[row.name]]
+        if row.status == "ratio":
+            value = value / theta[..., index[row.denominator]]
+        elif row.status == "gauge":
+            value = torch.ones_like(value)
+        elif row.status == "unidentifiable":
+            value = torch.full_like(value, float("nan"))
+        columns.append(value)
+    return torch.stack(columns, dim=-1)
 
 
 def relative_error(estimate: Tensor, truth: Tensor) -> Tensor:

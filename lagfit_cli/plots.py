@@ -57,7 +57,13 @@ def state_symbols(dof: int) -> tuple[list[str], list[str], list[str]]:
 
 
 def qdd_figure(data: Dataset, title: str) -> Figure:
-    """Seed Fig. 1: q̈ over (q, q̇), one panel per coordinate of q̈ (over q₀, q̇₀)."""
+    """Seed Fig. 1: q̈ over (q, q̇), one panel per coordinate of q̈ (over q₀, q̇₀).
+
+    For a grid with D > 1 the panels show q̈ᵢ over the first two state variables (q₀, q₁)
+    on the slice of the grid where every other state variable sits at its middle node.
+    """
+    if data.dof > 1 and data.grid_shape is not None:
+        return _qdd_slice_figure(data, title)
     q_sym, qd_sym, qdd_sym = state_symbols(data.dof)
     with style():
         fig, axes = plt.subplots(1, data.dof, figsize=(5.6 * data.dof, 4.6), squeeze=False)
@@ -114,8 +120,12 @@ def paths_figure(
     truth_xy: Sequence[float],
     title: str,
     diverged: Optional[np.ndarray] = None,
+    reference_label: str = "true parameters",
 ) -> Figure:
-    """Seed Figs. 3/8: gradient-descent paths (B, T, 2) over the loss landscape."""
+    """Seed Figs. 3/8: gradient-descent paths (B, T, 2) over the loss landscape.
+
+    ``truth_xy`` is marked with a star labelled ``reference_label`` (the best fit when the
+    true values are unknown)."""
     with style():
         fig, ax = plt.subplots(figsize=(6.8, 5.4))
         landscape_axes(ax, landscape, fig)
@@ -126,16 +136,20 @@ def paths_figure(
             ax.plot(path[-1, 0], path[-1, 1], "x", color="tab:red" if bad else "black", ms=5)
         ax.plot([], [], "o", color="tab:orange", ms=3.5, label="initial guess")
         ax.plot([], [], "x", color="black", ms=5, label="end of descent")
-        ax.plot(*truth_xy, "*", color="gold", mec="black", ms=12, label="true parameters")
+        ax.plot(*truth_xy, "*", color="gold", mec="black", ms=12, label=reference_label)
         ax.legend(loc="upper left", framealpha=0.85)
         ax.set_title(title)
     return fig
 
 
 def convergence_figure(
-    loss: np.ndarray, ratios: np.ndarray, ratio_labels: Sequence[str], true_ratios: Sequence[float], title: str
+    loss: np.ndarray, ratios: np.ndarray, ratio_labels: Sequence[str], true_ratios: Sequence[float], title: str,
+    note: str = "",
 ) -> Figure:
-    """Loss (T, B) and each identifiable ratio (T, B, R) against the iteration."""
+    """Loss (T, B) and each identifiable ratio (T, B, R) against the iteration.
+
+    A NaN true value (unknown) draws no truth line; ``note`` is printed under the panels
+    (e.g. which parameters are gauges or not identifiable)."""
     n_ratios = ratios.shape[-1]
     with style():
         fig, axes = plt.subplots(1, 1 + n_ratios, figsize=(5.0 * (1 + n_ratios), 4.2), squeeze=False)
@@ -148,10 +162,71 @@ def convergence_figure(
         for r in range(n_ratios):
             ax = axes[0, 1 + r]
             ax.plot(iters, ratios[:, :, r], lw=0.8, alpha=0.7)
-            ax.axhline(true_ratios[r], color="black", ls="--", lw=1.2, label="truth")
+            if np.isfinite(true_ratios[r]):
+                ax.axhline(true_ratios[r], color="black", ls="--", lw=1.2, label="truth")
+                ax.legend()
             ax.set_xlabel("iteration")
             ax.set_ylabel(ratio_labels[r])
             ax.set_title(f"{ratio_labels[r]} per start")
-            ax.legend()
+        fig.suptitle(f"{title}\n{note}" if note else title)
+        fig.tight_layout()
+    return fig
+
+
+def _qdd_slice_figure(data: Dataset, title: str) -> Figure:
+    """q̈ᵢ over (q₀, q₁) on a D > 1 grid, the other state variables at their middle node."""
+    q_sym, _, qdd_sym = state_symbols(data.dof)
+    shape = data.grid_shape
+    index = tuple([slice(None), slice(None)] + [n // 2 for n in shape[2:]])
+
+    def sliced(values: np.ndarray) -> np.ndarray:
+        return values.reshape(shape)[index]
+
+    states = np.concatenate([data.q.cpu().numpy(), data.qd.cpu().numpy()], axis=1)
+    fixed = ", ".join(
+        f"{name} = {states.reshape(*shape, -1)[index][0, 0, 2 + k]:.3g}"
+        for k, name in enumerate(_all_state_symbols(data.dof)[2:])
+    )
+    with style():
+        fig, axes = plt.subplots(
+            1, data.dof, figsize=(5.8 * data.dof, 4.8), squeeze=False, layout="constrained"
+        )
+        x, y = sliced(states[:, 0]), sliced(states[:, 1])
+        for i, ax in enumerate(axes[0]):
+            mesh = ax.pcolormesh(x, y, sliced(data.qdd[:, i].cpu().numpy()), shading="auto", cmap="coolwarm")
+            fig.colorbar(mesh, ax=ax, label=qdd_sym[i])
+            ax.set_xlabel(q_sym[0])
+            ax.set_ylabel(q_sym[1])
+            ax.set_title(f"{qdd_sym[i]} vs ({q_sym[0]}, {q_sym[1]})")
+        fig.suptitle(f"{title}\n(slice at {fixed})")
+    return fig
+
+
+def _all_state_symbols(dof: int) -> list[str]:
+    q_sym, qd_sym, _ = state_symbols(dof)
+    return q_sym + qd_sym
+
+
+def qdd_scatter_figure(data: Dataset, predicted, title: str) -> Figure:
+    """Fig. 1 where no grid view applies (random or measured states): the fitted model's q̈
+    against the data's, one panel per coordinate, with the line of perfect agreement."""
+    _, _, qdd_sym = state_symbols(data.dof)
+    with style():
+        fig, axes = plt.subplots(
+            1, data.dof, figsize=(4.8 * data.dof, 4.6), squeeze=False, layout="constrained"
+        )
+        for i, ax in enumerate(axes[0]):
+            true = data.qdd[:, i].cpu().numpy()
+            pred = predicted[:, i].detach().cpu().numpy()
+            ax.scatter(true, pred, s=6, alpha=0.6, color="tab:blue", label="data points")
+            finite = np.concatenate([true, pred])
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                lo, hi = float(finite.min()), float(finite.max())
+                ax.plot([lo, hi], [lo, hi], "k--", lw=1.0, label="fitted = data")
+            ax.set_xlabel(f"{qdd_sym[i]} (data)")
+            ax.set_ylabel(f"{qdd_sym[i]} (fitted model)")
+            ax.set_title(f"{qdd_sym[i]}: fitted vs data")
+            ax.legend(loc="upper left")
         fig.suptitle(title)
     return fig

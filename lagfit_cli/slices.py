@@ -6,7 +6,8 @@ unit normal n = (−t_y, t_x)/|t|:
 
     θ(s) = t + s·n,   s ∈ [−h|t|, h|t|]
 
-(other parameters keep their true ratio to the gauge parameter, as on a landscape grid).
+(the other members of the pair's scale group follow x at their true ratio, as on a
+landscape grid: ``landscape.followers``).
 The valley's shape along the slice is summarised by :func:`valley_shape`.
 """
 
@@ -14,22 +15,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
-def parameter_points(truth: Tensor, ix: int, iy: int, gauge: int, xs: Tensor, ys: Tensor) -> Tensor:
-    """Parameter vectors (S, P) with θ_ix = xs, θ_iy = ys; the others follow the gauge."""
+def parameter_points(truth: Tensor, ix: int, iy: int, follow: Sequence[int], xs: Tensor, ys: Tensor) -> Tensor:
+    """Parameter vectors (S, P) with θ_ix = xs, θ_iy = ys; those in ``follow`` scale with x."""
     theta = truth.expand(xs.shape[0], -1).clone()
     theta[:, ix] = xs
     theta[:, iy] = ys
-    if gauge in (ix, iy):
-        scale = theta[:, gauge] / truth[gauge]
-        for j in range(truth.shape[0]):
-            if j not in (ix, iy):
-                theta[:, j] = truth[j] * scale
+    for j in follow:
+        theta[:, j] = truth[j] * xs / truth[ix]
     return theta
 
 
@@ -41,7 +40,7 @@ class Slice:
     theta: Tensor  # (S, P)
 
 
-def perpendicular_slice(truth: Tensor, ix: int, iy: int, gauge: int, halfwidth: float, n_points: int) -> Slice:
+def perpendicular_slice(truth: Tensor, ix: int, iy: int, follow: Sequence[int], halfwidth: float, n_points: int) -> Slice:
     """The slice of ``n_points`` through the truth, ± ``halfwidth``·|t| along the valley's normal."""
     tx, ty = float(truth[ix]), float(truth[iy])
     norm = math.hypot(tx, ty)
@@ -50,7 +49,7 @@ def perpendicular_slice(truth: Tensor, ix: int, iy: int, gauge: int, halfwidth: 
     nx, ny = -ty / norm, tx / norm
     s = torch.linspace(-halfwidth * norm, halfwidth * norm, n_points, dtype=truth.dtype, device=truth.device)
     x, y = tx + s * nx, ty + s * ny
-    return Slice(s, x, y, parameter_points(truth, ix, iy, gauge, x, y))
+    return Slice(s, x, y, parameter_points(truth, ix, iy, follow, x, y))
 
 
 def rms_error(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:

@@ -169,9 +169,13 @@ def build_system(spec: Mapping[str, Any]) -> System:
 
 
 def true_params(system: System, spec: Mapping[str, Any]) -> Tensor:
-    """The (P,) vector of the config's parameter values, in the system's order (float64)."""
+    """The (P,) vector of the config's parameter values, in the system's order (float64).
+
+    A value of None (``null`` in the config: unknown, e.g. for measured data) is NaN.
+    """
     params = spec["params"]
-    return torch.tensor([float(params[n]) for n in system.param_names], dtype=torch.float64)
+    values = [float("nan") if params[n] is None else float(params[n]) for n in system.param_names]
+    return torch.tensor(values, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- built-ins

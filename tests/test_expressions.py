@@ -325,12 +325,15 @@ def test_limits_are_named_in_the_message():
 
 
 def test_the_custom_yaml_builds_through_omegaconf():
-    """The conf/system/custom.yaml example, as hydra would hand it over (a DictConfig)."""
+    """conf/system/custom.yaml with the documented example, as hydra would hand it over."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
     spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "system" / "custom.yaml")
+    assert spec.params is None and spec.lagrangian is None  # the user gives both
+    spec.params = {"m": 1.0, "k": 2.0, "b": 0.1}
+    spec.lagrangian = "0.5*m*qd0**2 - 0.5*k*q0**2 - b*q0**4"
     system = build_system(spec)
     assert system.param_names == tuple(spec.params) and system.dof == 1
     q, qd = states(50, 1)

@@ -7,12 +7,12 @@ from lagfit_cli.fit import (
     CONVERGED,
     DIVERGED,
     gradient_descent,
-    identifiable_ratios,
     make_loss_and_grad,
     mse_loss,
     relative_error,
+    reported_values,
 )
-from lagfit_cli.systems import HARMONIC
+from lagfit_cli.systems import DOUBLE_PENDULUM, HARMONIC, PENDULUM
 
 
 def harmonic_problem(n=10):
@@ -33,7 +33,7 @@ def test_descent_recovers_k_over_m_from_every_start():
     theta0 = torch.tensor([[1.5, 3.5], [2.5, 3.0], [1.2, 4.8]])
     result = gradient_descent(loss_and_grad, theta0, lr=0.1, iters=3000, grad_tol=1e-12)
     assert result.status == [CONVERGED] * 3
-    ratios = identifiable_ratios(result.theta, 0)[:, 0]
+    ratios = reported_values(HARMONIC, HARMONIC.parameter_ratios(), result.theta)[:, 1]
     assert float((ratios - 2).abs().max()) < 1e-8
     # the scale is not identifiable: starts end at different points of the valley
     assert float(result.theta[:, 0].std()) > 0.05
@@ -63,3 +63,16 @@ def test_relative_error_uses_absolute_error_at_zero_truth():
     err = relative_error(torch.tensor([2.2, 0.1]), torch.tensor([2.0, 0.0]))
     assert torch.allclose(err, torch.tensor([0.1, 0.1]))
 
+
+
+def test_reported_values_follow_each_parameters_status():
+    # pendulum (m, l, g), gauge l: m not identifiable (NaN), l the gauge (1), g as g/l
+    theta = torch.tensor([[1.5, 2.0, 9.8], [3.0, 4.0, 19.6]])
+    values = reported_values(PENDULUM, PENDULUM.parameter_ratios("l"), theta)
+    assert torch.isnan(values[:, 0]).all()
+    assert torch.equal(values[:, 1], torch.ones(2))
+    assert torch.allclose(values[:, 2], torch.tensor([4.9, 4.9]))
+    # double pendulum: two gauges, m1 and l1
+    rows = DOUBLE_PENDULUM.parameter_ratios(None)
+    values = reported_values(DOUBLE_PENDULUM, rows, torch.tensor([2.0, 1.0, 1.5, 1.0, 9.0]))
+    assert torch.allclose(values, torch.tensor([1.0, 0.5, 1.0, 1.0 / 1.5, 6.0]))

@@ -137,7 +137,7 @@ def test_adaptive_root_and_step_bound():
 
 def test_slice_and_valley_shape():
     truth = torch.tensor([2.0, 4.0])
-    line = perpendicular_slice(truth, 0, 1, 0, 0.25, 11)
+    line = perpendicular_slice(truth, 0, 1, [], 0.25, 11)
     assert torch.allclose(line.theta[5], truth)
     direction = line.theta[-1] - line.theta[0]
     assert abs(float(direction @ truth)) < 1e-12

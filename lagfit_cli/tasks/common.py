@@ -13,9 +13,8 @@ from torch import Tensor
 from ..data import DataRequest, Dataset, build_dataset
 from ..dynamics import Solver, check_mass_matrix, get_solver
 from ..errors import LagfitError
-from ..fit import gauge_index
 from ..noise import add_noise
-from ..systems import System, build_system, true_params
+from ..systems import ParameterRatio, System, build_system, true_params
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: independent random streams, so that e.g. changing n_starts never changes the noise
@@ -33,14 +32,21 @@ def generator(seed: int, stream: str) -> torch.Generator:
 class Problem:
     system: System
     system_spec: dict[str, Any]
-    truth: Tensor  # (P,) in the run's dtype and device
-    gauge: int
+    truth: Tensor  # (P,) in the run's dtype and device; NaN where unknown (params.X=null)
+    #: how each parameter is reported (System.parameter_ratios at system.gauge)
+    ratios: tuple[ParameterRatio, ...]
     solver: Solver
     clean: Dataset  # noise-free data
     data: Dataset  # what the fit sees (noisy where noise.sigma > 0)
     dtype: torch.dtype
     device: torch.device
     seed: int
+    #: centre of the initial-guess box: the truth, or init.center where it is unknown (P,)
+    center: Tensor
+
+    @property
+    def truth_known(self) -> bool:
+        return bool(torch.isfinite(self.truth).all())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,18 +60,36 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
     spec = OmegaConf.to_container(cfg.system, resolve=True)
     system = build_system(spec)
-    gauge = gauge_index(system, spec.get("gauge"))
+    ratios = system.parameter_ratios(spec.get("gauge"))
     truth64 = true_params(system, spec)
+    center64 = torch.where(torch.isnan(truth64), float(cfg.init.center), truth64)
     solver = get_solver(cfg.solver.name)
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
     request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
     clean64 = build_dataset(request)
-    check_mass_matrix(system, clean64.q, clean64.qd, truth64)
+    if bool(torch.isfinite(truth64).all()):
+        check_mass_matrix(system, clean64.q, clean64.qd, truth64)
+    else:
+        # unknown truths (measured data): check where the descent starts instead
+        try:
+            check_mass_matrix(system, clean64.q, clean64.qd, center64)
+        except LagfitError as err:
+            raise LagfitError(
+                f"{err} [checked at the centre of the initial guesses, θ = "
+                f"{_values(system, center64)}; unknown values are centred at init.center]"
+            ) from None
     check_finite_targets(clean64)
     clean = clean64.to(dtype, device)
     truth = truth64.to(dtype=dtype, device=device)
     noisy = add_noise(clean, cfg.noise.sigma, cfg.noise.apply_to, generator(cfg.seed, "noise"))
-    return Problem(system, spec, truth, gauge, solver, clean, noisy, dtype, device, cfg.seed)
+    center = center64.to(dtype=dtype, device=device)
+    return Problem(
+        system, spec, truth, ratios, solver, clean, noisy, dtype, device, cfg.seed, center
+    )
+
+
+def _values(system: System, theta: Tensor) -> str:
+    return "(" + ", ".join(f"{n}={float(v):.4g}" for n, v in zip(system.param_names, theta)) + ")"
 
 
 def check_finite_targets(data: Dataset) -> None:
@@ -78,9 +102,13 @@ def check_finite_targets(data: Dataset) -> None:
 
 
 def initial_guesses(problem: Problem, n_starts: int, box_width: float) -> Tensor:
-    """Uniform in [truth − w, truth + w] per parameter (seed report §2.2): (B, P)."""
+    """Uniform in [c − w, c + w] per parameter (seed report §2.2): (B, P).
+
+    The centre c is the true value (as in the report), or ``init.center`` for a value that
+    is unknown (``system.params.X=null``).
+    """
     gen = generator(problem.seed, "init")
     unit = torch.rand((n_starts, problem.system.n_params), generator=gen, dtype=torch.float64)
-    truth = problem.truth.to(device="cpu", dtype=torch.float64)
-    guesses = truth + box_width * (2 * unit - 1)
+    center = problem.center.to(device="cpu", dtype=torch.float64)
+    guesses = center + box_width * (2 * unit - 1)
     return guesses.to(dtype=problem.dtype, device=problem.device)

@@ -12,20 +12,22 @@ import torch
 from omegaconf import DictConfig
 
 from .. import plots
+from ..dynamics import check_mass_matrix
+from ..errors import LagfitError
 from ..fit import (
     DIVERGED,
+    IDENTIFIABLE,
     FitResult,
     gradient_descent,
-    identifiable_ratios,
     make_loss_and_grad,
-    ratio_names,
+    ratio_label,
     relative_error,
+    reported_values,
 )
-from ..landscape import loss_landscape, span
+from ..landscape import landscape_pair, loss_landscape, span
 from ..report import Report
-from . import register_task
-from ..errors import LagfitError
 from ..step_size import auto_lr
+from . import register_task
 from .common import Problem, generator, initial_guesses, prepare_problem
 
 
@@ -108,12 +110,19 @@ def history_table(problem: Problem, result: FitResult) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def identifiable_rows(problem: Problem) -> list[int]:
+    """Indices (into problem.ratios) of the rows whose value q̈ determines."""
+    return [r for r, row in enumerate(problem.ratios) if row.status in IDENTIFIABLE]
+
+
 def results_table(problem: Problem, result: FitResult) -> pd.DataFrame:
+    """One row per start: raw θ, identifiable values (+ errors where the truth is known)."""
     names = problem.system.param_names
-    rnames = ratio_names(problem.system, problem.gauge)
-    ratios = identifiable_ratios(result.theta, problem.gauge).cpu().numpy()
-    true_ratios = identifiable_ratios(problem.truth, problem.gauge)
-    errors = relative_error(identifiable_ratios(result.theta, problem.gauge), true_ratios).cpu().numpy()
+    values = reported_values(problem.system, problem.ratios, result.theta).cpu().numpy()
+    true = reported_values(problem.system, problem.ratios, problem.truth)
+    errors = relative_error(
+        reported_values(problem.system, problem.ratios, result.theta), true
+    ).cpu().numpy()
     table = pd.DataFrame(
         {
             "start": np.arange(result.theta.shape[0]),
@@ -127,30 +136,45 @@ def results_table(problem: Problem, result: FitResult) -> pd.DataFrame:
         table[f"{name}_init"] = result.theta_init[:, j].cpu().numpy()
     for j, name in enumerate(names):
         table[name] = result.theta[:, j].cpu().numpy()
-    for r, rname in enumerate(rnames):
-        table[rname] = ratios[:, r]
-        table[f"{rname}_rel_error"] = errors[:, r]
+    for r in identifiable_rows(problem):
+        label = ratio_label(problem.ratios[r])
+        if problem.ratios[r].status == "ratio":
+            table[label] = values[:, r]
+        if bool(torch.isfinite(true[r])):
+            table[f"{label}_rel_error"] = errors[:, r]
     return table
 
 
 def fit_metrics(cfg: DictConfig, problem: Problem, result: FitResult, fit_s: float) -> dict:
     names = problem.system.param_names
     best = result.best
-    rnames = ratio_names(problem.system, problem.gauge)
-    est = identifiable_ratios(result.theta[best], problem.gauge)
-    true = identifiable_ratios(problem.truth, problem.gauge)
+    est = reported_values(problem.system, problem.ratios, result.theta[best])
+    true = reported_values(problem.system, problem.ratios, problem.truth)
     err = relative_error(est, true)
+
+    def number(value: torch.Tensor):
+        return float(value) if bool(torch.isfinite(value)) else None
+
     ratios = {
-        rname: {"estimate": float(est[r]), "true": float(true[r]), "rel_error": float(err[r])}
-        for r, rname in enumerate(rnames)
+        ratio_label(problem.ratios[r]): {
+            "status": problem.ratios[r].status,
+            "estimate": float(est[r]),
+            "true": number(true[r]),
+            "rel_error": number(err[r]),
+        }
+        for r in identifiable_rows(problem)
     }
+    known_errors = [v["rel_error"] for v in ratios.values() if v["rel_error"] is not None]
     counts = {s: result.status.count(s) for s in ("converged", "max_iters", "diverged")}
     return {
         "task": "fit",
         "system": problem.system.name,
         "params": list(names),
-        "true_params": {n: float(v) for n, v in zip(names, problem.truth.tolist())},
-        "gauge": names[problem.gauge],
+        "true_params": {n: number(v) for n, v in zip(names, problem.truth)},
+        "truth_known": problem.truth_known,
+        "gauges": [row.name for row in problem.ratios if row.status == "gauge"],
+        "unidentifiable": [row.name for row in problem.ratios if row.status == "unidentifiable"],
+        "data": cfg.data.name,
         "noise_sigma": float(cfg.noise.sigma),
         "noise_apply_to": cfg.noise.apply_to,
         "n_points": problem.data.n_points,
@@ -162,7 +186,9 @@ def fit_metrics(cfg: DictConfig, problem: Problem, result: FitResult, fit_s: flo
         "best_loss": float(result.loss[best]),
         "best_params": {n: float(v) for n, v in zip(names, result.theta[best].tolist())},
         "ratios": ratios,
-        "max_ratio_rel_error": max((r["rel_error"] for r in ratios.values()), default=0.0),
+        # the recovery criterion: identifiable values with a known truth only
+        "max_ratio_rel_error": max(known_errors) if known_errors else None,
+        "warnings": fitted_mass_matrix_warnings(problem, result.theta[best]),
         "fit_s": fit_s,
         "optim_lr": result.lr0,
         **result.lr_info,
@@ -173,24 +199,66 @@ def fit_metrics(cfg: DictConfig, problem: Problem, result: FitResult, fit_s: flo
     }
 
 
-def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult) -> dict:
+def fitted_mass_matrix_warnings(problem: Problem, theta: torch.Tensor) -> list[str]:
+    """The mass-matrix check at the fitted θ, as a warning (the results are still written)."""
+    data = problem.data
+    try:
+        check_mass_matrix(problem.system, data.q, data.qd, theta)
+    except LagfitError as err:
+        return [f"at the fitted parameters: {err}"]
+    return []
+
+
+def summary_lines(problem: Problem, metrics: dict) -> list[str]:
+    """The identifiability part of the summary: one line per parameter row."""
+    lines = []
+    for label, r in metrics["ratios"].items():
+        truth = (
+            f"true {r['true']:.10g}, rel. error {r['rel_error']:.2e}"
+            if r["true"] is not None else "true value unknown"
+        )
+        lines.append(f"  {label} = {r['estimate']:.10g} ({truth})")
+    for row in problem.ratios:
+        if row.status == "gauge":
+            lines.append(f"  {row.name}: gauge (ratio 1 by definition; the ratios above are to it)")
+        elif row.status == "unidentifiable":
+            lines.append(f"  {row.name}: not identifiable (no scaling of it changes q̈)")
+    return lines + [f"  warning: {w}" for w in metrics["warnings"]]
+
+
+def fit_figures(
+    cfg: DictConfig, problem: Problem, result: FitResult, pair: tuple[int, int]
+) -> dict:
     system, data = problem.system, problem.data
     label = f"{system.name}, σ = {cfg.noise.sigma:g}"
-    figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: synthetic data ({label})")}
+    best_theta = result.theta[result.best]
+    source = (
+        f"data from {cfg.data.path}" if cfg.data.name == "csv"
+        else f"synthetic data, σ = {cfg.noise.sigma:g}"
+    )
+    if data.grid_shape is not None:
+        figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: {source}")}
+    else:
+        with torch.no_grad():
+            predicted = problem.solver(system, data.q, data.qd, best_theta[None])[0]
+        figures = {"fig1_qdd": plots.qdd_scatter_figure(
+            data, predicted, f"{system.name}: fitted vs data q̈ ({source})"
+        )}
 
-    # Figs. 3/8: paths of the first two parameters over their loss landscape
+    # Figs. 3/8: paths of two parameters over their loss landscape
     if system.n_params >= 2:
-        ix, iy = (0, 1) if problem.gauge in (0, 1) else (problem.gauge, 0 if problem.gauge else 1)
+        ix, iy = pair
+        reference = problem.truth if problem.truth_known else best_theta
         theta_path = result.history.theta  # (T, B, P)
         xs = theta_path[..., ix].reshape(-1)
         ys = theta_path[..., iy].reshape(-1)
         res = cfg.report.landscape_resolution
-        x_lo, x_hi = span(xs, float(problem.truth[ix]))
-        y_lo, y_hi = span(ys, float(problem.truth[iy]))
+        x_lo, x_hi = span(xs, float(reference[ix]))
+        y_lo, y_hi = span(ys, float(reference[iy]))
         grid = lambda lo, hi: torch.linspace(lo, hi, res, dtype=problem.dtype, device=problem.device)  # noqa: E731
         landscape = loss_landscape(
-            system, problem.solver, data.q, data.qd, data.qdd, problem.truth,
-            ix, iy, problem.gauge, grid(x_lo, x_hi), grid(y_lo, y_hi),
+            system, problem.solver, data.q, data.qd, data.qdd, reference,
+            ix, iy, grid(x_lo, x_hi), grid(y_lo, y_hi),
         )
         paths = [
             theta_path[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
@@ -198,18 +266,29 @@ def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult) -> dict:
         ]
         diverged = np.array([s == DIVERGED for s in result.status])
         figures["fig3_fit_paths"] = plots.paths_figure(
-            landscape, paths, (float(problem.truth[ix]), float(problem.truth[iy])),
+            landscape, paths, (float(reference[ix]), float(reference[iy])),
             f"Gradient-descent paths over the loss landscape ({label})", diverged,
+            reference_label="true parameters" if problem.truth_known else "best fit",
         )
 
-    ratios = identifiable_ratios(result.history.theta, problem.gauge).cpu().numpy()
-    true_ratios = identifiable_ratios(problem.truth, problem.gauge).tolist()
+    rows = identifiable_rows(problem)
+    ratios = reported_values(system, problem.ratios, result.history.theta)[..., rows].cpu().numpy()
+    true_values = reported_values(system, problem.ratios, problem.truth)[rows].tolist()
     rlabels = [
-        f"{plots.symbol(n)}/{plots.symbol(system.param_names[problem.gauge])}"
-        for n in system.param_names if n != system.param_names[problem.gauge]
+        plots.symbol(row.name)
+        + (f"/{plots.symbol(row.denominator)}" if row.status == "ratio" else "")
+        for row in (problem.ratios[r] for r in rows)
     ]
+    notes = []
+    gauges = [row.name for row in problem.ratios if row.status == "gauge"]
+    hidden = [row.name for row in problem.ratios if row.status == "unidentifiable"]
+    if gauges:
+        notes.append("gauge (ratio 1): " + ", ".join(plots.symbol(n) for n in gauges))
+    if hidden:
+        notes.append("not identifiable: " + ", ".join(plots.symbol(n) for n in hidden))
     figures["fit_convergence"] = plots.convergence_figure(
-        result.history.loss.cpu().numpy(), ratios, rlabels, true_ratios, f"Convergence ({label})"
+        result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
+        note="; ".join(notes),
     )
     return figures
 
@@ -217,6 +296,7 @@ def fit_figures(cfg: DictConfig, problem: Problem, result: FitResult) -> dict:
 @register_task("fit")
 def fit_task(cfg: DictConfig) -> Report:
     problem = prepare_problem(cfg)
+    pair = landscape_pair(problem.system, cfg.report.landscape_params, cfg.system.gauge)
     started = time.perf_counter()
     result = run_fit(cfg, problem)
     fit_s = time.perf_counter() - started
@@ -226,7 +306,7 @@ def fit_task(cfg: DictConfig) -> Report:
     report.tables["fit_results"] = results_table(problem, result)
     report.metrics = fit_metrics(cfg, problem, result, fit_s)
     if cfg.report.figures:
-        report.figures.update(fit_figures(cfg, problem, result))
+        report.figures.update(fit_figures(cfg, problem, result, pair))
 
     m = report.metrics
     report.summary.append(
@@ -239,8 +319,5 @@ def fit_task(cfg: DictConfig) -> Report:
             f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| {m['auto_max_grad_norm']:.4g}, "
             f"longest first step ≤ {m['auto_target_step']:.4g})"
         )
-    for name, r in m["ratios"].items():
-        report.summary.append(
-            f"  {name} = {r['estimate']:.10g} (true {r['true']:.10g}, rel. error {r['rel_error']:.2e})"
-        )
+    report.summary.extend(summary_lines(problem, m))
     return report

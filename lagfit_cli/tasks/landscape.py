@@ -13,21 +13,20 @@ from omegaconf import DictConfig
 from .. import plots
 from ..data import Dataset
 from ..errors import LagfitError
-from ..fit import DIVERGED, identifiable_ratios, relative_error
-from ..landscape import Landscape, loss_landscape
+from ..fit import DIVERGED, relative_error, reported_values
+from ..landscape import Landscape, followers, landscape_pair, loss_landscape, parameter_grid
 from ..report import Report
 from . import register_task
 from .common import Problem, prepare_problem
-from .fit import history_table, run_fit
+from .fit import history_table, identifiable_rows, run_fit
 
 
 def landscape_indices(cfg: DictConfig, problem: Problem) -> tuple[int, int]:
-    """Indices of landscape.x and landscape.y (defaults: the gauge and the next parameter)."""
+    """Indices of landscape.x and landscape.y (defaults: a pair with a valley, see landscape_pair)."""
     names = problem.system.param_names
     if len(names) < 2:
         raise LagfitError(f"task: a landscape needs two parameters; {problem.system.name!r} has {len(names)}")
-    g = problem.gauge
-    default = (0, 1) if g in (0, 1) else (g, 0 if g else 1)
+    default = landscape_pair(problem.system, None, cfg.system.gauge)
     chosen = []
     for key, value, fallback in (("x", cfg.landscape.x, default[0]), ("y", cfg.landscape.y, default[1])):
         if value is None:
@@ -62,15 +61,14 @@ def landscape_on(cfg: DictConfig, problem: Problem, data: Dataset, ix: int, iy: 
         axes.append(torch.linspace(low, high, res, dtype=problem.dtype, device=problem.device))
     return loss_landscape(
         problem.system, problem.solver, data.q, data.qd, data.qdd, problem.truth,
-        ix, iy, problem.gauge, axes[0], axes[1],
+        ix, iy, axes[0], axes[1],
     )
 
 
 def landscape_table(problem: Problem, landscape: Landscape, ix: int, iy: int) -> pd.DataFrame:
-    """One row per grid point: every parameter (the others follow the gauge) and the loss."""
-    from ..landscape import parameter_grid
-
-    theta = parameter_grid(problem.truth, ix, iy, problem.gauge, landscape.x, landscape.y).cpu().numpy()
+    """One row per grid point: every parameter (see landscape.followers) and the loss."""
+    follow = followers(problem.system, ix, iy)
+    theta = parameter_grid(problem.truth, ix, iy, follow, landscape.x, landscape.y).cpu().numpy()
     table = pd.DataFrame({name: theta[:, j] for j, name in enumerate(problem.system.param_names)})
     table["loss"] = landscape.loss.reshape(-1).cpu().numpy()
     return table
@@ -124,8 +122,9 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
         report.tables["landscape_paths"] = history_table(problem, result)
         counts = {s: result.status.count(s) for s in ("converged", "max_iters", "diverged")}
         converged = [b for b, status in enumerate(result.status) if status == "converged"]
-        ratios = identifiable_ratios(result.theta, problem.gauge)
-        true_ratios = identifiable_ratios(problem.truth, problem.gauge)
+        known = identifiable_rows(problem)
+        ratios = reported_values(problem.system, problem.ratios, result.theta)[:, known]
+        true_ratios = reported_values(problem.system, problem.ratios, problem.truth)[known]
         metrics["paths"] = {
             "n_starts": len(result.status),
             **{f"n_{k}": v for k, v in counts.items()},

@@ -19,6 +19,7 @@ from .. import study_plots
 from ..data import Dataset
 from ..errors import LagfitError
 from ..fit import loss_on_batch
+from ..landscape import followers
 from ..noise import add_noise
 from ..report import Report
 from ..slices import perpendicular_slice, rms_error, valley_shape
@@ -47,7 +48,7 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     names = problem.system.param_names
     started = time.perf_counter()
     try:
-        line = perpendicular_slice(problem.truth, ix, iy, problem.gauge, ns.slice_halfwidth, ns.slice_points)
+        line = perpendicular_slice(problem.truth, ix, iy, followers(problem.system, ix, iy), ns.slice_halfwidth, ns.slice_points)
     except ValueError as err:
         raise LagfitError(f"noise_study: {err}") from None
     s = line.s.cpu().numpy()
