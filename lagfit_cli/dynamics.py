@@ -153,10 +153,26 @@ def broadcast_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Te
     Eager, this saves vmap's per-op overhead; compiled (``make_solver(..., compile=)``),
     the whole eq. 6 becomes one fused loop over the B×N points.
     """
+    return broadcast_qdd(system, q, qd, theta)
+
+
+def broadcast_qdd(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, theta_per_point: bool = False
+) -> Tensor:
+    """The ``broadcast`` solver; ``theta_per_point`` repeats θ to (B, N, P) as well.
+
+    Repeating θ costs B×N×P memory eagerly but, under torch.compile, turns the reverse
+    pass for ∂loss/∂θ into per-point products and one sum over N, which inductor fuses
+    (with θ broadcast from (B, 1, P) it emits slow strided reductions: ~30× slower).
+    """
     states = (theta.shape[0],) + tuple(q.shape)
     # Materialised (contiguous) copies: forward-mode AD cannot seed an expanded view.
     q_b, qd_b = q.expand(states).contiguous(), qd.expand(states).contiguous()
-    hessian, rhs = euler_lagrange_terms(system.lagrangian, q_b, qd_b, theta[:, None, :])
+    if theta_per_point:
+        theta_b = theta[:, None, :].expand(states[:-1] + theta.shape[-1:]).contiguous()
+    else:
+        theta_b = theta[:, None, :]
+    hessian, rhs = euler_lagrange_terms(system.lagrangian, q_b, qd_b, theta_b)
     return solve_mass_matrix(hessian, rhs)
 
 

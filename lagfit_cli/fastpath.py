@@ -30,6 +30,7 @@ chunks of starts that stay in cache; compiled, it is a handful of fused loops.
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Union
@@ -41,6 +42,7 @@ from .dynamics import (
     EAGER_ONLY,
     SOLVERS,
     Solver,
+    broadcast_qdd,
     euler_lagrange_terms,
     get_solver,
     register_solver,
@@ -77,6 +79,8 @@ COMPILED_S_PER_POINT = {
 }
 #: Eager chunks hold about this many (start, point) pairs, so temporaries stay in cache.
 EAGER_CHUNK_POINTS = 1 << 16
+#: Compiled calls with less work than this (B × N) run single-threaded (see ``_Compiled``).
+SERIAL_MAX_POINTS = 1 << 18
 
 
 def check_compile(choice: Union[str, bool]) -> str:
@@ -123,17 +127,32 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 class _Compiled:
-    """``torch.compile(fn)``, compiled on first use, called under the data's default dtype."""
+    """``torch.compile(fn)``, compiled on first use, called under the data's default dtype.
+
+    Shapes are static (``dynamic=False``): the fit calls with one shape throughout, static
+    kernels are the fastest, and dynamo's automatic dynamic shapes break forward-mode AD
+    inside vmap (symbolic strides). Each new shape recompiles; dynamo gives up after
+    ``torch._dynamo.config.recompile_limit`` shapes per function and runs it eagerly.
+
+    Calls whose work (B × N point evaluations) is below ``SERIAL_MAX_POINTS`` run a
+    single-threaded build: an OpenMP fork/join costs more than such a loop, and on a busy
+    machine a parallel region waits a whole scheduler tick (milliseconds) for its
+    descheduled thread.
+    """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
-        self._compiled: Optional[Callable[..., Any]] = None
+        self._compiled: dict[bool, Callable[..., Any]] = {}
 
-    def __call__(self, *tensors: Tensor) -> Any:
-        if self._compiled is None:
-            self._compiled = torch.compile(self._fn, fullgraph=True)
+    def __call__(self, work: int, *tensors: Tensor) -> Any:
+        serial = work < SERIAL_MAX_POINTS
+        if serial not in self._compiled:
+            options = {"cpp.threads": 1} if serial else None
+            self._compiled[serial] = torch.compile(
+                self._fn, fullgraph=True, dynamic=False, options=options
+            )
         with default_dtype(tensors[0].dtype):
-            return self._compiled(*tensors)
+            return self._compiled[serial](*tensors)
 
 
 # --------------------------------------------------------------------------- linear basis
@@ -267,7 +286,7 @@ def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: st
         )
 
     if should_compile(compile, "generic_qdd", thetas.shape[0] * q.shape[0]):
-        return _Compiled(terms)(q, qd, thetas)
+        return _Compiled(terms)(thetas.shape[0] * q.shape[0], q, qd, thetas)
     return terms(q, qd, thetas)
 
 
@@ -413,7 +432,7 @@ class _PolicySolver:
         work = theta.shape[0] * q.shape[0] * self.expected_calls
         if not should_compile(self.choice, _qdd_kind(self.name), work):
             return self._eager(system, q, qd, theta)
-        return self._compiled_for(system)(q, qd, theta)
+        return self._compiled_for(system)(theta.shape[0] * q.shape[0], q, qd, theta)
 
     def _compiled_for(self, system: System) -> _Compiled:
         if id(system) not in self._compiled:
@@ -444,7 +463,7 @@ class _LinearPolicySolver:
         work = theta.shape[0] * q.shape[0] * self.expected_calls
         if not should_compile(self.choice, "linear_qdd", work):
             return basis.qdd(theta)
-        return self._fused(theta, *_fused_args(basis))
+        return self._fused(theta.shape[0] * q.shape[0], theta, *_fused_args(basis))
 
 
 _POLICY_SOLVERS = {"linear": _LinearPolicySolver, "fast": _LinearPolicySolver}
@@ -546,13 +565,16 @@ def make_loss_and_grad(
             def linear_step(theta: Tensor) -> tuple[Tensor, Tensor]:
                 work = theta.shape[0] * q.shape[0] * expected_calls
                 if should_compile(choice, "linear_step", work):
-                    return fused(theta.detach(), *fused_args, target)
+                    return fused(theta.shape[0] * q.shape[0], theta.detach(), *fused_args, target)
                 return basis.loss_and_grad(theta.detach(), target)
 
             return linear_step
         solver_name = "broadcast"
 
     eager_solver = get_solver(solver_name)
+    traced_solver = eager_solver
+    if solver_name == "broadcast":
+        traced_solver = functools.partial(broadcast_qdd, theta_per_point=True)
     if solver_name in EAGER_ONLY:
         if choice == "true":
             raise LagfitError(
@@ -562,14 +584,14 @@ def make_loss_and_grad(
         choice = "false"
 
     def functional(theta: Tensor, q_: Tensor, qd_: Tensor, target_: Tensor):
-        return _functional_loss_and_grad(eager_solver, system, q_, qd_, target_, theta)
+        return _functional_loss_and_grad(traced_solver, system, q_, qd_, target_, theta)
 
     compiled = _Compiled(functional)
 
     def generic_step(theta: Tensor) -> tuple[Tensor, Tensor]:
         work = theta.shape[0] * q.shape[0] * expected_calls
         if should_compile(choice, "generic_step", work):
-            return compiled(theta.detach(), q, qd, target)
+            return compiled(theta.shape[0] * q.shape[0], theta.detach(), q, qd, target)
         return _generic_loss_and_grad(eager_solver, system, q, qd, target, theta)
 
     return generic_step
