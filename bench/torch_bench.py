@@ -32,11 +32,13 @@ def grid_data(torch, system, grid: int, dtype):
 
 
 def w2_child(args) -> None:
+    phases = [("start", time.perf_counter())]
     import torch
 
     from lagfit_cli.dynamics import SOLVERS, make_loss_and_grad
     from lagfit_cli.systems import ANHARMONIC
 
+    phases.append(("imports", time.perf_counter()))
     dtype = getattr(torch, args.dtype)
     q, qd = grid_data(torch, ANHARMONIC, args.grid, dtype)
     theta_true = torch.tensor(THETA_TRUE, dtype=dtype)
@@ -46,11 +48,17 @@ def w2_child(args) -> None:
     step = make_loss_and_grad(
         ANHARMONIC, q, qd, target, args.solver, args.compile, expected_calls=args.n_iters
     )
-    for _ in range(args.n_iters):
+    phases.append(("setup", time.perf_counter()))
+    for i in range(args.n_iters):
         _, grad = step(theta)
         norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
         theta = theta - EPS0 * torch.exp(-((EPS0 * norm) ** 3)) * grad
+        if i == 0:
+            phases.append(("first step", time.perf_counter()))
+    phases.append((f"{args.n_iters - 1} steps", time.perf_counter()))
     final, _ = step(theta)
+    print(" ".join(f"{name} {t1 - t0:.2f}s" for (_, t0), (name, t1) in zip(phases, phases[1:])),
+          file=sys.stderr)
     best = int(final.argmin())
     ratios = theta[best] / theta[best, 0]
     print(f"w2-child {args.dtype} {args.solver} compile={args.compile}: best loss {float(final[best]):.3e}, "
@@ -65,8 +73,10 @@ def w2(args) -> None:
     times, out = [], ""
     for _ in range(args.process_repeats):
         start = time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - start)
+        out = done.stdout.strip()
+        print(f"  launch {len(times)}: {times[-1]:.2f} s ({done.stderr.strip().splitlines()[-1]})")
     print(f"W2 torch {args.dtype} {args.solver} compile={args.compile} whole process: "
           f"median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}, "
           f"{args.process_repeats} launches)  [{out}]")

@@ -78,7 +78,7 @@ COMPILED_S_PER_POINT = {
     "closed_form_qdd": 0.5e-9,
 }
 #: Eager chunks hold about this many (start, point) pairs, so temporaries stay in cache.
-EAGER_CHUNK_POINTS = 1 << 16
+EAGER_CHUNK_POINTS = 1 << 17
 #: Compiled calls with less work than this (B × N) run single-threaded (see ``_Compiled``).
 SERIAL_MAX_POINTS = 1 << 18
 
@@ -213,6 +213,16 @@ class LinearBasis:
         chunk = max(1, EAGER_CHUNK_POINTS // (n_points * dof))
         losses, grads = [], []
         for theta_c in theta.split(chunk):
+            if dof == 1:  # the common case, in as few passes over (chunk, N) as possible
+                qdd = _combine(theta_c, self.rhs, self.offset_rhs)
+                mass = _combine(theta_c, self.hessian, self.offset_hessian)
+                qdd = qdd.div_(mass)
+                residual = qdd - target.reshape(1, -1)
+                losses.append(torch.linalg.vecdot(residual, residual) / n_points)
+                adjoint = residual.div_(mass).mul_(scale)
+                grad = adjoint @ rhs_t
+                grads.append(torch.addmm(grad, adjoint.mul_(qdd), hessian_t, alpha=-1))
+                continue
             hessian, rhs = self._terms(theta_c)
             qdd = solve_mass_matrix(hessian, rhs)
             residual = (qdd - target).reshape(len(theta_c), -1)
@@ -287,7 +297,45 @@ def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: st
 
     if should_compile(compile, "generic_qdd", thetas.shape[0] * q.shape[0]):
         return _Compiled(terms)(thetas.shape[0] * q.shape[0], q, qd, thetas)
-    return terms(q, qd, thetas)
+    return autograd_terms(
+        system.lagrangian, q.expand(states), qd.expand(states), thetas[:, None, :]
+    )
+
+
+def autograd_terms(
+    lagrangian: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, qd: Tensor, theta: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``euler_lagrange_terms`` by plain ``torch.autograd``, values only (no graph kept).
+
+    Same block-diagonal idea (one reverse pass of ΣL, then D passes for the rows of the
+    Hessian and of the mixed term), but without torch.func, whose first use imports
+    torch._dynamo (~1.5 s): the eager fit path never pays that.
+
+    Args:
+        q, qd: (..., N, D); theta broadcasting against them. Returns (..., N, D, D), (..., N, D).
+    """
+    dof = q.shape[-1]
+    q = q.detach().clone().requires_grad_(True)
+    qd = qd.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        grad_q, grad_qd = torch.autograd.grad(
+            lagrangian(q, qd, theta.detach()).sum(), (q, qd), create_graph=True, materialize_grads=True
+        )
+        hessian_rows, mixed_rows = [], []
+        for i in range(dof):
+            row = grad_qd[..., i].sum()
+            if row.requires_grad:
+                d_q, d_qd = torch.autograd.grad(
+                    row, (q, qd), retain_graph=i < dof - 1, materialize_grads=True
+                )
+            else:  # L is linear in q̇_i: no second derivatives
+                d_q, d_qd = torch.zeros_like(q), torch.zeros_like(qd)
+            mixed_rows.append(d_q)  # ∂²L/∂q̇_i∂q_j
+            hessian_rows.append(d_qd)  # ∂²L/∂q̇_i∂q̇_j
+    hessian = torch.stack(hessian_rows, dim=-2)
+    mixed = torch.stack(mixed_rows, dim=-2)
+    rhs = grad_q - (mixed @ qd.unsqueeze(-1)).squeeze(-1)
+    return hessian.detach(), rhs.detach()
 
 
 def linear_basis(
@@ -601,6 +649,7 @@ __all__ = [
     "COMPILE_CHOICES",
     "COMPILE_COST_S",
     "LinearBasis",
+    "autograd_terms",
     "break_even_points",
     "check_compile",
     "linear_basis",
