@@ -55,28 +55,32 @@ LossAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
 COMPILE_CHOICES = ("auto", "true", "false")
 
 # --------------------------------------------------------------------------- cost model
-# Measured on the project's 2-core CPU machine, float64 (see the benchmark task and the
-# issue-4 note). They only steer ``compile=auto``; a wrong guess costs time, never accuracy.
+# Measured on the project's 2-core CPU machine, float64, one thread, anharmonic system
+# (wall clock on a shared, busy machine; see the issue-4 note). They only steer
+# ``compile=auto``; a wrong guess costs time, never accuracy.
 
-#: Seconds one compile costs in a fresh process: importing dynamo/inductor (~2.5 s) plus
-#: tracing and C++ codegen of one graph (1–5 s; less with a warm on-disk inductor cache).
+#: Seconds one compile costs in a fresh process: importing dynamo and inductor (~3 s) plus
+#: tracing and C++ codegen of one graph (1–4 s; less with a warm on-disk inductor cache).
 COMPILE_COST_S = 5.0
 #: Eager seconds per point-evaluation (one start at one point), by kind of work.
 EAGER_S_PER_POINT = {
-    "generic_qdd": 300e-9,  # broadcast/batched autograd graph, q̈ only
-    "generic_step": 900e-9,  # ... plus the θ-gradient
-    "linear_qdd": 6e-9,  # basis products + solve
-    "linear_step": 5e-9,  # chunked products + adjoint
-    "closed_form_qdd": 12e-9,
+    "generic_qdd": 150e-9,  # broadcast autograd graph, q̈ only
+    "generic_step": 300e-9,  # ... and the θ-gradient through it
+    "linear_qdd": 5e-9,  # basis products + solve
+    "linear_step": 6e-9,  # chunked products + adjoint
+    "closed_form_qdd": 8e-9,
 }
 #: Compiled seconds per point-evaluation (the fused loops), by kind of work.
 COMPILED_S_PER_POINT = {
-    "generic_qdd": 0.5e-9,
+    "generic_qdd": 1e-9,
     "generic_step": 2e-9,
-    "linear_qdd": 1.5e-9,
-    "linear_step": 1.5e-9,
-    "closed_form_qdd": 0.5e-9,
+    "linear_qdd": 1e-9,  # at B ≥ FAST_LINEAR_MIN_STARTS; B = 1 reads the whole basis
+    "linear_step": 3e-9,
+    "closed_form_qdd": 0.8e-9,
 }
+#: Compiled ``fast`` uses the linear basis from this many starts up; below, the fused
+#: ``broadcast`` loop, which reads only (q, q̇) where the basis is (2P+2)×N numbers.
+FAST_LINEAR_MIN_STARTS = 4
 #: Eager chunks hold about this many (start, point) pairs, so temporaries stay in cache.
 EAGER_CHUNK_POINTS = 1 << 17
 #: Compiled calls with less work than this (B × N) run single-threaded (see ``_Compiled``).
@@ -505,13 +509,21 @@ class _LinearPolicySolver:
         self._fused = _Compiled(_fused_qdd)
 
     def __call__(self, system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-        basis = _BASES.get(system, q, qd, self.choice, self.require)
+        basis = _BASES.get(system, q, qd, _basis_choice(self.choice), self.require)
         if basis is None:
             return self._fallback(system, q, qd, theta)
         work = theta.shape[0] * q.shape[0] * self.expected_calls
         if not should_compile(self.choice, "linear_qdd", work):
             return basis.qdd(theta)
+        if not self.require and theta.shape[0] < FAST_LINEAR_MIN_STARTS:
+            return self._fallback(system, q, qd, theta)
         return self._fused(theta.shape[0] * q.shape[0], theta, *_fused_args(basis))
+
+
+def _basis_choice(choice: str) -> str:
+    """The basis is computed once, not in the hot loop: ``true`` compiles it only if that
+    pays on its own (``auto``)."""
+    return "false" if choice == "false" else "auto"
 
 
 _POLICY_SOLVERS = {"linear": _LinearPolicySolver, "fast": _LinearPolicySolver}
@@ -605,7 +617,9 @@ def make_loss_and_grad(
     q, qd, target = q.detach(), qd.detach(), target.detach()
 
     if solver_name in ("linear", "fast"):
-        basis = linear_basis(system, q, qd, compile=choice, require=solver_name == "linear")
+        basis = linear_basis(
+            system, q, qd, compile=_basis_choice(choice), require=solver_name == "linear"
+        )
         if basis is not None:
             fused = _Compiled(_fused_loss_and_grad)
             fused_args = _fused_args(basis)
