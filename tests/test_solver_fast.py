@@ -235,8 +235,14 @@ def test_auto_on_small_work_stays_eager():
 
 @pytest.mark.parametrize(
     "name, system",
-    [("broadcast", ANHARMONIC), ("linear", ANHARMONIC), ("closed_form", ANHARMONIC), ("fast", COUPLED)],
-    ids=["broadcast", "linear", "closed_form", "fast-2dof"],
+    [
+        ("broadcast", ANHARMONIC),
+        ("linear", ANHARMONIC),
+        ("closed_form", ANHARMONIC),
+        ("linear", COUPLED),
+        ("fast", COUPLED),
+    ],
+    ids=["broadcast", "linear", "closed_form", "linear-2dof", "fast-2dof-few-starts"],
 )
 def test_compiled_solver_matches_eager_and_closed_form(name, system):
     q, qd, theta = _data(system)
