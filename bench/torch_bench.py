@@ -5,6 +5,9 @@
     python bench/torch_bench.py w2-step          # per-iteration step, 256 starts × 100×100 grid
     python bench/torch_bench.py w2 [--solver fast --compile auto]   # whole process, timed from outside
 
+``--threads N`` sets torch's thread count; glibc's malloc thresholds are raised
+(``fastpath.tune_allocator``) unless ``--no-tune-allocator``.
+
 W2 (whole process) runs ``w2-child``: interpreter start, imports, data, ``make_loss_and_grad``,
 200 iterations of the eq. 2 rate update, printing the result; the same fit as the JAX script
 (θ_true = (2, 4, 0.1), starts θ_true × U(0.5, 1.5), ε₀ = 0.1, q, q̇ ∈ [-1, 1]). It has no
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import time
 
+_PROCESS_START = time.perf_counter()  # before torch is imported
 THETA_TRUE = (2.0, 4.0, 0.1)
 EPS0 = 0.1
 
@@ -32,13 +36,13 @@ def grid_data(torch, system, grid: int, dtype):
 
 
 def w2_child(args) -> None:
-    phases = [("start", time.perf_counter())]
+    phases = [("start", _PROCESS_START)]
     import torch
 
     from lagfit_cli.dynamics import SOLVERS, make_loss_and_grad
     from lagfit_cli.systems import ANHARMONIC
 
-    phases.append(("imports", time.perf_counter()))
+    phases.append(("imports", time.perf_counter()))  # torch + lagfit, from the script's start
     dtype = getattr(torch, args.dtype)
     q, qd = grid_data(torch, ANHARMONIC, args.grid, dtype)
     theta_true = torch.tensor(THETA_TRUE, dtype=dtype)
@@ -68,7 +72,9 @@ def w2_child(args) -> None:
 def w2(args) -> None:
     cmd = [sys.executable, os.path.abspath(__file__), "w2-child", "--dtype", args.dtype,
            "--solver", args.solver, "--compile", args.compile, "--n-starts", str(args.n_starts),
-           "--n-iters", str(args.n_iters), "--grid", str(args.grid)]
+           "--n-iters", str(args.n_iters), "--grid", str(args.grid), "--threads", str(args.threads)]
+    if args.no_tune_allocator:
+        cmd.append("--no-tune-allocator")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     times, out = [], ""
     for _ in range(args.process_repeats):
@@ -77,7 +83,8 @@ def w2(args) -> None:
         times.append(time.perf_counter() - start)
         out = done.stdout.strip()
         print(f"  launch {len(times)}: {times[-1]:.2f} s ({done.stderr.strip().splitlines()[-1]})")
-    print(f"W2 torch {args.dtype} {args.solver} compile={args.compile} whole process: "
+    print(f"W2 torch {args.dtype} {args.solver} compile={args.compile} threads={args.threads or 'default'} "
+          f"tuned-malloc={not args.no_tune_allocator} whole process: "
           f"median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}, "
           f"{args.process_repeats} launches)  [{out}]")
 
@@ -94,6 +101,7 @@ def w1(args) -> None:
     table = solver_table(ANHARMONIC, theta, methods, args.sizes, repeats=args.repeats, warmup=3,
                          max_seconds_per_call=args.max_seconds)
     print(f"# W1 torch {torch.__version__} {args.dtype}, threads {torch.get_num_threads()}, "
+          f"tuned-malloc {not args.no_tune_allocator}, "
           f"load {os.getloadavg()[0]:.2f}")
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -114,7 +122,8 @@ def w2_step(args) -> None:
     theta = theta_true * (0.5 + torch.rand(args.n_starts, 3, generator=generator, dtype=dtype))
     methods = [Method(*m.split(":")) if ":" in m else Method(m) for m in args.methods]
     table = step_table(ANHARMONIC, theta, q, qd, target, methods, repeats=args.repeats)
-    print(f"# W2 step torch {args.dtype}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    print(f"# W2 step torch {args.dtype}, threads {torch.get_num_threads()}, "
+          f"tuned-malloc {not args.no_tune_allocator}, load {os.getloadavg()[0]:.2f}")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
@@ -133,7 +142,19 @@ def main() -> None:
     parser.add_argument("--n-iters", type=int, default=200)
     parser.add_argument("--grid", type=int, default=100)
     parser.add_argument("--process-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-tune-allocator", action="store_true",
+                        help="leave glibc's malloc thresholds alone (see fastpath.tune_allocator)")
     args = parser.parse_args()
+    if args.what != "w2":
+        import torch
+
+        from lagfit_cli.fastpath import tune_allocator
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if not args.no_tune_allocator:
+            tune_allocator()
     if args.methods is None:
         args.methods = {
             "w1": ["closed_form", "closed_form:true", "vmap", "batched", "broadcast",

@@ -275,3 +275,13 @@ def test_compiled_float32_keeps_its_dtype():
     finally:
         torch.set_default_dtype(previous)
     _assert_close(compiled, SOLVERS["closed_form"](ANHARMONIC, q, qd, theta), rtol=1e-5)
+
+
+def test_tune_allocator_is_harmless():
+    import sys
+
+    from lagfit_cli.fastpath import tune_allocator
+
+    assert tune_allocator() is (sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()))
+    q, qd, theta = _data(ANHARMONIC)
+    _assert_close(SOLVERS["fast"](ANHARMONIC, q, qd, theta), SOLVERS["closed_form"](ANHARMONIC, q, qd, theta))
