@@ -467,8 +467,10 @@ class _BasisCache:
         self._size = size
 
     def get(self, system: System, q: Tensor, qd: Tensor, compile: str, require: bool):
-        if q.requires_grad or qd.requires_grad:  # the basis would cut their graph
-            return linear_basis(system, q, qd, compile=compile, require=require)
+        if q.requires_grad or qd.requires_grad:
+            # The basis is differentiable in θ only: ``fast`` then takes ``broadcast``,
+            # which keeps the graph to (q, q̇); ``linear`` computes an uncached basis.
+            return linear_basis(system, q, qd, compile=compile, require=True) if require else None
         for entry in self._entries:
             e_system, e_q, e_qv, e_qd, e_qdv, result = entry
             if (

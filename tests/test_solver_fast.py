@@ -198,6 +198,14 @@ def test_linear_flag_is_verified_never_trusted():
     )
 
 
+def test_fast_keeps_gradients_to_the_states():
+    q, qd, theta = _data(ANHARMONIC)
+    q.requires_grad_(True)
+    (d_fast,) = torch.autograd.grad(SOLVERS["fast"](ANHARMONIC, q, qd, theta).sum(), q)
+    (d_ref,) = torch.autograd.grad(SOLVERS["closed_form"](ANHARMONIC, q, qd, theta).sum(), q)
+    _assert_close(d_fast, d_ref)
+
+
 def test_basis_cache_sees_in_place_changes():
     q, qd, theta = _data(ANHARMONIC)
     first = SOLVERS["linear"](ANHARMONIC, q, qd, theta)
