@@ -347,9 +347,20 @@ def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: st
 
     if should_compile(compile, "generic_qdd", thetas.shape[0] * q.shape[0]):
         return _Compiled(terms)(thetas.shape[0] * q.shape[0], q, qd, thetas)
-    return autograd_terms(
-        system.lagrangian, q.expand(states), qd.expand(states), thetas[:, None, :]
-    )
+    # Eagerly, in chunks of points: the autograd graph holds ~30 (K, chunk, D) tensors.
+    chunk = max(1, EAGER_CHUNK_POINTS // thetas.shape[0])
+    parts = [
+        autograd_terms(
+            system.lagrangian,
+            q_c.expand((thetas.shape[0],) + tuple(q_c.shape)),
+            qd_c.expand((thetas.shape[0],) + tuple(qd_c.shape)),
+            thetas[:, None, :],
+        )
+        for q_c, qd_c in zip(q.split(chunk), qd.split(chunk))
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([h for h, _ in parts], dim=1), torch.cat([r for _, r in parts], dim=1)
 
 
 def autograd_terms(
