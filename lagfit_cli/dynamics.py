@@ -11,6 +11,10 @@ with the signature
 and is differentiable with respect to ``theta`` (the fit needs ∂loss/∂θ). The D×D
 Hessian is handled by a batched linear solve, never an explicit inverse.
 
+``get_solver(name)`` returns the eager function; ``make_solver(name, compile)`` wraps it
+under a ``solver.compile`` policy (``auto|true|false``, see ``fastpath``), and
+``make_loss_and_grad`` builds the fit's whole per-iteration step.
+
 Solvers, selected by name (``solver.name``):
 
 ``batched`` (default)
@@ -19,6 +23,14 @@ Solvers, selected by name (``solver.name``):
     and ∇_q̇ L at every point at once; forward-mode jvps of ∇_q̇ L give the mixed term
     (∇_q ∇_q̇ᵀ L) q̇ (a single jvp along q̇) and the Hessian's D columns. The parameter
     batch is vmapped.
+``broadcast``
+    The same block-diagonal autograd with the B starts treated as more points (the
+    Lagrangian broadcasts), so no vmap at all; the graph torch.compile fuses best.
+``linear`` / ``fast`` (in ``fastpath``)
+    For L = L₀(q, q̇) + Σⱼ θⱼ φⱼ(q, q̇), eq. 6's terms are linear in θ: computed once per
+    dataset, each call is then a few (B, P) × (P, N) products. ``fast`` takes that path
+    when the system is linear in θ (its flag, checked numerically at the data) and
+    ``broadcast`` otherwise.
 ``vmap``
     The report's v2: ``torch.func.jacfwd`` per point, ``vmap`` over points and starts.
 ``loop``
@@ -41,15 +53,20 @@ from .systems import System
 
 Solver = Callable[[System, Tensor, Tensor, Tensor], Tensor]
 SOLVERS: dict[str, Solver] = {}
+#: Solvers that ``make_solver(..., compile="true")`` refuses (Python loops, or graphs that
+#: torch.compile is known to mishandle); ``compile="auto"`` runs them eagerly.
+EAGER_ONLY: set[str] = set()
 
 
-def register_solver(name: str) -> Callable[[Solver], Solver]:
+def register_solver(name: str, *, compilable: bool = True) -> Callable[[Solver], Solver]:
     """Register ``solver(system, q, qd, theta) -> qdd`` under ``name``."""
 
     def decorator(fn: Solver) -> Solver:
         if name in SOLVERS:
             raise ValueError(f"solver {name!r} is registered twice")
         SOLVERS[name] = fn
+        if not compilable:
+            EAGER_ONLY.add(name)
         return fn
 
     return decorator
@@ -79,16 +96,22 @@ def euler_lagrange_terms(
     qd: Tensor,
     theta: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """The two sides of eq. 5 at every point for one parameter vector.
+    """The two sides of eq. 5 at every point.
+
+    L is evaluated point by point, so its derivatives with respect to the whole state are
+    block-diagonal across points: one reverse pass of ΣL gives ∇_q L and ∇_q̇ L everywhere,
+    a jvp of ∇_q̇ L along q in the direction q̇ gives (∇_q ∇_q̇ᵀ L) q̇, and D jvps along q̇
+    give the Hessian's columns.
 
     Args:
-        q, qd: (N, D) states; theta: (P,) parameters.
+        q, qd: (..., N, D) states (leading batch dims allowed); theta: parameters that
+            broadcast against them: (P,) for one vector, or (B, 1, P) with (B, N, D) states.
 
     Returns:
-        hessian: (N, D, D), ∂²L/∂q̇∂q̇ᵀ at each point.
-        rhs: (N, D), ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ at each point.
+        hessian: (..., N, D, D), ∂²L/∂q̇∂q̇ᵀ at each point.
+        rhs: (..., N, D), ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ at each point.
     """
-    n_points, dof = q.shape
+    dof = q.shape[-1]
 
     def total(q_: Tensor, qd_: Tensor) -> Tensor:
         return lagrangian(q_, qd_, theta).sum()
@@ -100,10 +123,10 @@ def euler_lagrange_terms(
     _, mixed = jvp(lambda q_: grad_qd(q_, qd), (q,), (qd,))
 
     def hessian_column(direction: Tensor) -> Tensor:
-        return jvp(lambda qd_: grad_qd(q, qd_), (qd,), (direction.expand(n_points, dof),))[1]
+        return jvp(lambda qd_: grad_qd(q, qd_), (qd,), (direction.expand(qd.shape),))[1]
 
     if dof == 1:
-        hessian = hessian_column(torch.ones_like(qd[:1])).unsqueeze(-1)
+        hessian = hessian_column(torch.ones_like(qd)).unsqueeze(-1)
     else:
         eye = torch.eye(dof, dtype=q.dtype, device=q.device)
         hessian = vmap(hessian_column, out_dims=-1)(eye)
@@ -119,6 +142,38 @@ def _batched_one(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor
 def batched_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     """Block-diagonal autograd over all points, vmapped over the parameter batch."""
     return vmap(_batched_one, in_dims=(None, None, None, 0))(system, q, qd, theta)
+
+
+@register_solver("broadcast")
+def broadcast_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """Block-diagonal autograd over all starts and points at once, without vmap.
+
+    The Lagrangian broadcasts, so the B starts are just more points: the states are
+    repeated to (B, N, D) against theta (B, 1, P) and ``euler_lagrange_terms`` runs once.
+    Eager, this saves vmap's per-op overhead; compiled (``make_solver(..., compile=)``),
+    the whole eq. 6 becomes one fused loop over the B×N points.
+    """
+    return broadcast_qdd(system, q, qd, theta)
+
+
+def broadcast_qdd(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, theta_per_point: bool = False
+) -> Tensor:
+    """The ``broadcast`` solver; ``theta_per_point`` repeats θ to (B, N, P) as well.
+
+    Repeating θ costs B×N×P memory eagerly but, under torch.compile, turns the reverse
+    pass for ∂loss/∂θ into per-point products and one sum over N, which inductor fuses
+    (with θ broadcast from (B, 1, P) it emits slow strided reductions: ~30× slower).
+    """
+    states = (theta.shape[0],) + tuple(q.shape)
+    # Materialised (contiguous) copies: forward-mode AD cannot seed an expanded view.
+    q_b, qd_b = q.expand(states).contiguous(), qd.expand(states).contiguous()
+    if theta_per_point:
+        theta_b = theta[:, None, :].expand(states[:-1] + theta.shape[-1:]).contiguous()
+    else:
+        theta_b = theta[:, None, :]
+    hessian, rhs = euler_lagrange_terms(system.lagrangian, q_b, qd_b, theta_b)
+    return solve_mass_matrix(hessian, rhs)
 
 
 def mass_matrix(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
@@ -182,7 +237,7 @@ def _point(values: Tensor) -> str:
 # --------------------------------------------------------------------------- report's v2
 
 
-@register_solver("vmap")
+@register_solver("vmap", compilable=False)  # compile+vmap(jacfwd): pytorch#151196
 def vmap_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     """The seed report's v2: jacfwd per point, vmap over points and over starts."""
     lagrangian = system.lagrangian
@@ -201,7 +256,7 @@ def vmap_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- report's v1
 
 
-@register_solver("loop")
+@register_solver("loop", compilable=False)
 def loop_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     """The seed report's old method: full Hessian/Jacobian per point, Python loops."""
     dof = system.dof
@@ -238,3 +293,14 @@ def closed_form_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> 
     if system.closed_form is None:
         raise LagfitError(f"solver.name: system {system.name!r} has no closed-form q̈")
     return system.closed_form(q, qd, theta[:, None, :])
+
+
+# The fast paths register ``linear`` and ``fast`` and provide the compile policy; imported
+# last because they build on the solvers above.
+from .fastpath import (  # noqa: E402
+    COMPILE_CHOICES,
+    LinearBasis,
+    linear_basis,
+    make_loss_and_grad,
+    make_solver,
+)
