@@ -35,7 +35,7 @@ smoke: $(STAMP)
 	$(BIN)/lagfit run experiment=smoke $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from .config import register_configs, validate
 from .errors import LagfitError
+from .fastpath import tune_allocator
 from .report import METRICS_FILE
 
 log = logging.getLogger("lagfit")
@@ -79,6 +80,9 @@ def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
 
     validate(cfg)
     torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tune_allocator()  # reuse freed tensor memory instead of page-faulting it in again
     report = TASKS[cfg.task.name](cfg)
 
     report.metrics["runtime_s"] = time.perf_counter() - started

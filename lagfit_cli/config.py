@@ -89,7 +89,9 @@ class OptimConf:
 
 @dataclass
 class SolverConf:
-    name: str = "batched"
+    name: str = "fast"
+    #: torch.compile the solver: auto (only when the work repays the compile), true, false
+    compile: Any = "auto"
 
 
 @dataclass
@@ -118,6 +120,29 @@ class CheckConf:
 
 
 @dataclass
+class BenchmarkConf:
+    #: solvers to time; NAME+compile for the torch.compile'd variant
+    methods: list[str] = field(default_factory=lambda: [
+        "loop", "vmap", "batched", "broadcast", "broadcast+compile",
+        "fast", "fast+compile", "closed_form", "closed_form+compile",
+    ])
+    n_points: list[int] = field(default_factory=lambda: [100, 1000, 10000, 100000, 1000000])
+    repeats: int = 10
+    warmup: int = 2
+    #: the per-point loop is timed only up to here (never extrapolated)
+    loop_max_points: int = 1000
+    #: drop a method from larger sizes once one call takes longer than this
+    max_seconds_per_call: float = 5.0
+    #: ratio_to_closed_form divides by this method's time
+    reference: str = "closed_form"
+    #: the fit's per-iteration step: starts × points (0 starts: skip)
+    step_starts: int = 256
+    step_points: int = 10000
+    step_methods: list[str] = field(default_factory=lambda: ["batched", "broadcast", "fast", "fast+compile"])
+    step_expected_calls: int = 200
+
+
+@dataclass
 class LagfitConf:
     system: SystemConf = field(default_factory=SystemConf)
     data: DataConf = field(default_factory=DataConf)
@@ -128,9 +153,13 @@ class LagfitConf:
     task: TaskConf = field(default_factory=TaskConf)
     report: ReportConf = field(default_factory=ReportConf)
     check: CheckConf = field(default_factory=CheckConf)
+    benchmark: BenchmarkConf = field(default_factory=BenchmarkConf)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
+    #: CPU threads for torch (0: torch's default, all cores); 1 is fastest for the
+    #: many small operations of a fit, and immune to a busy machine
+    threads: int = 1
     #: show a progress bar (auto: only when stderr is a terminal)
     progress: str = "auto"
     landscape: "LandscapeConf" = field(default_factory=lambda: LandscapeConf())
@@ -211,6 +240,9 @@ def validate(cfg: DictConfig) -> None:
 
     _check_choice("task.name", cfg.task.name, TASKS)
     _check_choice("solver.name", cfg.solver.name, SOLVERS)
+    _check_choice("solver.compile", str(cfg.solver.compile).lower(), {"auto", "true", "false"})
+    if cfg.threads < 0:
+        _fail("threads", f"must be 0 (torch's default) or a positive count, got {cfg.threads}")
     _check_choice("data.name", cfg.data.name, DATASETS)
     _check_choice("optim.name", cfg.optim.name, {"gd"})
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
@@ -255,6 +287,7 @@ def validate(cfg: DictConfig) -> None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
     validate_studies(cfg)
     validate_data(cfg)
+    validate_benchmark(cfg)
 
 
 def _check_lr(cfg: DictConfig) -> None:
@@ -318,3 +351,20 @@ def validate_data(cfg: DictConfig) -> None:
         )
     if not math.isfinite(cfg.init.center):
         _fail("init.center", f"must be a finite number, got {cfg.init.center}")
+
+
+def validate_benchmark(cfg: DictConfig) -> None:
+    b = cfg.benchmark
+    if not b.methods:
+        _fail("benchmark.methods", "must name at least one solver")
+    if not b.n_points or min(b.n_points) < 1:
+        _fail("benchmark.n_points", f"must be a list of point counts >= 1, got {list(b.n_points)}")
+    for key in ("repeats", "step_expected_calls"):
+        if b[key] < 1:
+            _fail(f"benchmark.{key}", f"must be at least 1, got {b[key]}")
+    for key in ("warmup", "step_starts", "loop_max_points"):
+        if b[key] < 0:
+            _fail(f"benchmark.{key}", f"must be >= 0, got {b[key]}")
+    if b.step_starts and b.step_points < 1:
+        _fail("benchmark.step_points", f"must be at least 1, got {b.step_points}")
+    _check_positive("benchmark.max_seconds_per_call", b.max_seconds_per_call)

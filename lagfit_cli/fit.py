@@ -34,21 +34,6 @@ def mse_loss(qdd_pred: Tensor, qdd_true: Tensor) -> Tensor:
     return (qdd_pred - qdd_true).pow(2).mean(dim=(-2, -1))
 
 
-def make_loss_and_grad(
-    system: System, solver: Solver, q: Tensor, qd: Tensor, qdd_true: Tensor
-) -> LossAndGrad:
-    """The per-start loss and its gradient with respect to θ, for a batch of starts."""
-
-    def loss_and_grad(theta: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.enable_grad():
-            theta = theta.detach().requires_grad_(True)
-            loss = mse_loss(solver(system, q, qd, theta), qdd_true)
-            (grad,) = torch.autograd.grad(loss.sum(), theta)
-        return loss.detach(), grad
-
-    return loss_and_grad
-
-
 def loss_on_batch(
     system: System,
     solver: Solver,

@@ -38,3 +38,35 @@ def test_step_table_rows():
     target = SOLVERS["closed_form"](ANHARMONIC, q, qd, theta[:1])[0]
     table = step_table(ANHARMONIC, theta, q, qd, target, [Method("fast"), Method("batched")], repeats=2, warmup=1)
     assert list(table["method"]) == ["fast", "batched"] and (table["n_starts"] == 2).all()
+
+
+def test_benchmark_task_writes_the_table_and_fig7(lagfit):
+    import pandas as pd
+
+    proc = lagfit(
+        "experiment=benchmark", "benchmark.n_points=[10,40]", "benchmark.repeats=2", "benchmark.warmup=1",
+        "benchmark.methods=[loop,batched,fast,closed_form]", "benchmark.step_starts=4",
+        "benchmark.step_points=50", "benchmark.step_methods=[batched,fast]",
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(proc.run_dir / "benchmark.csv")
+    assert list(table.columns[:8]) == [
+        "method", "n_points", "median_s", "min_s", "max_s", "points_per_s", "speedup_vs_loop", "ratio_to_closed_form",
+    ]
+    assert set(table.method) == {"loop", "batched", "fast", "closed_form"}
+    assert (table.min_s <= table.median_s).all() and (table.median_s <= table.max_s).all()
+    assert (table[table.method == "closed_form"].ratio_to_closed_form == 1).all()
+    assert (table[table.method == "loop"].speedup_vs_loop == 1).all()
+    assert (proc.run_dir / "figures" / "fig7_benchmark.png").is_file()
+    assert set(pd.read_csv(proc.run_dir / "benchmark_step.csv").method) == {"batched", "fast"}
+
+
+def test_benchmark_rejects_a_method_it_cannot_run(lagfit):
+    proc = lagfit("experiment=benchmark", "benchmark.methods=[vmap+compile]")
+    assert proc.returncode == 2
+    assert "benchmark.methods" in proc.stderr and "cannot be compiled" in proc.stderr
+
+
+def test_solver_compile_is_validated(lagfit):
+    proc = lagfit("solver.compile=sometimes")
+    assert proc.returncode == 2 and "solver.compile" in proc.stderr

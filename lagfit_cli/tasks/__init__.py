@@ -29,3 +29,4 @@ def register_task(name: str) -> Callable[[Task], Task]:
 from . import fit  # noqa: E402,F401  (registers the built-in tasks)
 from . import landscape, noise_study  # noqa: E402,F401
 from . import seed_report  # noqa: E402,F401
+from . import benchmark  # noqa: E402,F401

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..data import DataRequest, Dataset, build_dataset
-from ..dynamics import Solver, check_mass_matrix, get_solver
+from ..dynamics import Solver, check_mass_matrix, make_solver
 from ..errors import LagfitError
 from ..noise import add_noise
 from ..systems import ParameterRatio, System, build_system, true_params
@@ -63,7 +63,7 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     ratios = system.parameter_ratios(spec.get("gauge"))
     truth64 = true_params(system, spec)
     center64 = torch.where(torch.isnan(truth64), float(cfg.init.center), truth64)
-    solver = get_solver(cfg.solver.name)
+    solver = make_solver(cfg.solver.name, cfg.solver.compile)
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
     request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
     clean64 = build_dataset(request)

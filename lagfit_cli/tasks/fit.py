@@ -12,14 +12,13 @@ import torch
 from omegaconf import DictConfig
 
 from .. import plots
-from ..dynamics import check_mass_matrix
+from ..dynamics import check_mass_matrix, make_loss_and_grad
 from ..errors import LagfitError
 from ..fit import (
     DIVERGED,
     IDENTIFIABLE,
     FitResult,
     gradient_descent,
-    make_loss_and_grad,
     ratio_label,
     relative_error,
     reported_values,
@@ -43,7 +42,10 @@ def progress_bar(cfg: DictConfig, total: int, desc: str):
 
 def run_fit(cfg: DictConfig, problem: Problem) -> FitResult:
     data = problem.data
-    loss_and_grad = make_loss_and_grad(problem.system, problem.solver, data.q, data.qd, data.qdd)
+    loss_and_grad = make_loss_and_grad(
+        problem.system, data.q, data.qd, data.qdd, cfg.solver.name, cfg.solver.compile,
+        expected_calls=cfg.optim.iters + 1,
+    )
     theta0 = initial_guesses(problem, cfg.init.n_starts, cfg.init.box_width)
     lr, lr_info = resolve_lr(cfg, problem, loss_and_grad, theta0)
     with progress_bar(cfg, cfg.optim.iters + 1, "fit") as bar:
