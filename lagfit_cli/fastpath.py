@@ -49,6 +49,7 @@ from .dynamics import (
     EAGER_ONLY,
     SOLVERS,
     Solver,
+    autograd_terms,
     broadcast_qdd,
     euler_lagrange_terms,
     get_solver,
@@ -361,42 +362,6 @@ def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: st
     if len(parts) == 1:
         return parts[0]
     return torch.cat([h for h, _ in parts], dim=1), torch.cat([r for _, r in parts], dim=1)
-
-
-def autograd_terms(
-    lagrangian: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, qd: Tensor, theta: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``euler_lagrange_terms`` by plain ``torch.autograd``, values only (no graph kept).
-
-    Same block-diagonal idea (one reverse pass of ΣL, then D passes for the rows of the
-    Hessian and of the mixed term), but without torch.func, whose first use imports
-    torch._dynamo (~1.5 s): the eager fit path never pays that.
-
-    Args:
-        q, qd: (..., N, D); theta broadcasting against them. Returns (..., N, D, D), (..., N, D).
-    """
-    dof = q.shape[-1]
-    q = q.detach().clone().requires_grad_(True)
-    qd = qd.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        grad_q, grad_qd = torch.autograd.grad(
-            lagrangian(q, qd, theta.detach()).sum(), (q, qd), create_graph=True, materialize_grads=True
-        )
-        hessian_rows, mixed_rows = [], []
-        for i in range(dof):
-            row = grad_qd[..., i].sum()
-            if row.requires_grad:
-                d_q, d_qd = torch.autograd.grad(
-                    row, (q, qd), retain_graph=i < dof - 1, materialize_grads=True
-                )
-            else:  # L is linear in q̇_i: no second derivatives
-                d_q, d_qd = torch.zeros_like(q), torch.zeros_like(qd)
-            mixed_rows.append(d_q)  # ∂²L/∂q̇_i∂q_j
-            hessian_rows.append(d_qd)  # ∂²L/∂q̇_i∂q̇_j
-    hessian = torch.stack(hessian_rows, dim=-2)
-    mixed = torch.stack(mixed_rows, dim=-2)
-    rhs = grad_q - (mixed @ qd.unsqueeze(-1)).squeeze(-1)
-    return hessian.detach(), rhs.detach()
 
 
 def linear_basis(

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -129,14 +130,17 @@ def paths_figure(
     with style():
         fig, ax = plt.subplots(figsize=(6.8, 5.4))
         landscape_axes(ax, landscape, fig)
-        for b, path in enumerate(paths):
-            bad = diverged is not None and bool(diverged[b])
-            ax.plot(path[:, 0], path[:, 1], "-", color="tab:red" if bad else "white", lw=0.9, alpha=0.8)
-            ax.plot(path[0, 0], path[0, 1], "o", color="tab:orange", ms=3.5)
-            ax.plot(path[-1, 0], path[-1, 1], "x", color="tab:red" if bad else "black", ms=5)
+        bad = np.zeros(len(paths), dtype=bool) if diverged is None else np.asarray(diverged, dtype=bool)
+        # one collection for all paths: hundreds of starts draw as fast as a few
+        colors = np.where(bad, "tab:red", "white")
+        ax.add_collection(LineCollection([p[:, :2] for p in paths], colors=list(colors), linewidths=0.9, alpha=0.8))
+        starts = np.array([p[0, :2] for p in paths])
+        ends = np.array([p[-1, :2] for p in paths])
+        ax.scatter(starts[:, 0], starts[:, 1], s=12, color="tab:orange", zorder=3)
+        ax.scatter(ends[:, 0], ends[:, 1], s=22, marker="x", c=list(np.where(bad, "tab:red", "black")), zorder=3)
         ax.plot([], [], "o", color="tab:orange", ms=3.5, label="initial guess")
         ax.plot([], [], "x", color="black", ms=5, label="end of descent")
-        ax.plot(*truth_xy, "*", color="gold", mec="black", ms=12, label=reference_label)
+        ax.plot(*truth_xy, "*", color="gold", mec="black", ms=12, label=reference_label, zorder=4)
         ax.legend(loc="upper left", framealpha=0.85)
         ax.set_title(title)
     return fig

@@ -66,6 +66,10 @@ def test_custom_expression_reproduces_the_built_in(built_in, lagrangian, params,
     q, qd = states(n_points, system.dof, seed=1)
     true = torch.tensor(list(params.values()), dtype=DTYPE)
     theta = torch.stack((true, true * torch.linspace(0.6, 1.4, len(true), dtype=DTYPE)))
+    if solver_name == "linear" and not system.linear_in_params:
+        with pytest.raises(LagfitError, match="nonlinear in its parameters"):
+            SOLVERS[solver_name](system, q, qd, theta)
+        return
 
     qdd = SOLVERS[solver_name](system, q, qd, theta)
     expected = reference.closed_form(q, qd, theta[:, None, :])

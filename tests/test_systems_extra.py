@@ -55,6 +55,11 @@ def test_every_solver_matches_the_closed_form(name: str, solver_name: str) -> No
     # States well beyond the YAML bounds: the equations of motion hold everywhere.
     q, qd = random_states(n_points, system.dof, (-3.0, 3.0), (-3.0, 3.0), seed=1)
     theta = parameter_batch(true_params(system, spec), n_starts, seed=2)
+    if solver_name == "linear" and not system.linear_in_params:
+        # the parameter-linear solver refuses a Lagrangian that is not linear in θ
+        with pytest.raises(LagfitError, match="nonlinear in its parameters"):
+            SOLVERS[solver_name](system, q, qd, theta)
+        return
 
     qdd = SOLVERS[solver_name](system, q, qd, theta)
     expected = system.closed_form(q, qd, theta[:, None, :])
