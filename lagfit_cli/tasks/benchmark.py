@@ -38,7 +38,7 @@ def fig7(table: pd.DataFrame, title: str):
     with plots.style():
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7.2, 5.2))
+        fig, ax = plt.subplots(figsize=(8.4, 5.2))
         for method, rows in table.groupby("method", sort=False):
             rows = rows.sort_values("n_points")
             yerr = np.vstack([rows.median_s - rows.min_s, rows.max_s - rows.median_s])
@@ -50,7 +50,7 @@ def fig7(table: pd.DataFrame, title: str):
         ax.set_ylabel("time per $\\ddot q$ evaluation (s, median; bars: min–max)")
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method")
     return fig
 
 
