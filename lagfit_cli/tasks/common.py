@@ -101,6 +101,18 @@ def check_finite_targets(data: Dataset) -> None:
         )
 
 
+def problem_metrics(task: str, problem: Problem) -> dict:
+    """The head every task's metrics.json starts with: what was run, on which system."""
+    names = problem.system.param_names
+    return {
+        "task": task,
+        "system": problem.system.name,
+        "params": list(names),
+        "true_params": {n: float(v) for n, v in zip(names, problem.truth.tolist())},
+        "n_points": problem.data.n_points,
+    }
+
+
 def initial_guesses(problem: Problem, n_starts: int, box_width: float) -> Tensor:
     """Uniform in [c − w, c + w] per parameter (seed report §2.2): (B, P).
 

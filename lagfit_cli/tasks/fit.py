@@ -27,7 +27,7 @@ from ..landscape import landscape_pair, loss_landscape, span
 from ..report import Report
 from ..step_size import auto_lr
 from . import register_task
-from .common import Problem, generator, initial_guesses, prepare_problem
+from .common import Problem, generator, initial_guesses, prepare_problem, problem_metrics
 
 
 def progress_bar(cfg: DictConfig, total: int, desc: str):
@@ -169,17 +169,13 @@ def fit_metrics(cfg: DictConfig, problem: Problem, result: FitResult, fit_s: flo
     known_errors = [v["rel_error"] for v in ratios.values() if v["rel_error"] is not None]
     counts = {s: result.status.count(s) for s in ("converged", "max_iters", "diverged")}
     return {
-        "task": "fit",
-        "system": problem.system.name,
-        "params": list(names),
-        "true_params": {n: number(v) for n, v in zip(names, problem.truth)},
+        **problem_metrics("fit", problem),
         "truth_known": problem.truth_known,
         "gauges": [row.name for row in problem.ratios if row.status == "gauge"],
         "unidentifiable": [row.name for row in problem.ratios if row.status == "unidentifiable"],
         "data": cfg.data.name,
         "noise_sigma": float(cfg.noise.sigma),
         "noise_apply_to": cfg.noise.apply_to,
-        "n_points": problem.data.n_points,
         "n_starts": len(result.status),
         "n_converged": counts["converged"],
         "n_max_iters": counts["max_iters"],

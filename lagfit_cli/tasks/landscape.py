@@ -17,7 +17,7 @@ from ..fit import DIVERGED, relative_error, reported_values
 from ..landscape import Landscape, followers, landscape_pair, loss_landscape, parameter_grid
 from ..report import Report
 from . import register_task
-from .common import Problem, prepare_problem
+from .common import Problem, prepare_problem, problem_metrics
 from .fit import history_table, identifiable_rows, run_fit
 
 
@@ -165,12 +165,8 @@ def landscape_task(cfg: DictConfig) -> Report:
     problem = prepare_problem(cfg)
     report = landscape_report(cfg, problem)
     report.metrics = {
-        "task": "landscape",
-        "system": problem.system.name,
-        "params": list(problem.system.param_names),
-        "true_params": {n: float(v) for n, v in zip(problem.system.param_names, problem.truth.tolist())},
+        **problem_metrics("landscape", problem),
         "noise_sigma": float(cfg.noise.sigma),
-        "n_points": problem.data.n_points,
         **report.metrics,
         "seed": cfg.seed,
     }

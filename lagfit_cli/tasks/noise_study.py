@@ -24,7 +24,7 @@ from ..noise import add_noise
 from ..report import Report
 from ..slices import perpendicular_slice, rms_error, valley_shape
 from . import register_task
-from .common import Problem, generator, prepare_problem
+from .common import Problem, generator, prepare_problem, problem_metrics
 from .landscape import landscape_indices, landscape_on
 
 
@@ -168,11 +168,7 @@ def noise_study_task(cfg: DictConfig) -> Report:
     problem = prepare_problem(cfg)
     report = noise_study_report(cfg, problem)
     report.metrics = {
-        "task": "noise_study",
-        "system": problem.system.name,
-        "params": list(problem.system.param_names),
-        "true_params": {n: float(v) for n, v in zip(problem.system.param_names, problem.truth.tolist())},
-        "n_points": problem.clean.n_points,
+        **problem_metrics("noise_study", problem),
         **report.metrics,
         "seed": cfg.seed,
     }
