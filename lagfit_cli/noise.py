@@ -25,9 +25,11 @@ def add_noise(data: Dataset, sigma: float, apply_to: str, generator: torch.Gener
     """
     if sigma == 0:
         return data
-    perturbed: dict[str, Tensor] = {}
+    perturbed: dict[str, object] = {}
     for name in NOISE_TARGETS[apply_to]:
         clean: Tensor = getattr(data, name)
         draw = torch.randn(clean.shape, generator=generator, dtype=torch.float64)
         perturbed[name] = clean + sigma * draw.to(device=clean.device, dtype=clean.dtype)
+    if "q" in perturbed:  # perturbed inputs no longer lie on the grid they came from
+        perturbed["grid_shape"] = None
     return replace(data, **perturbed)
