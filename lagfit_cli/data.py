@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .dynamics import Solver, check_mass_matrix
 from .errors import LagfitError
+from .registry import Registry
 from .systems import System
 
 
@@ -59,26 +60,13 @@ class DataRequest:
 
 
 DatasetBuilder = Callable[[DataRequest], Dataset]
-DATASETS: dict[str, DatasetBuilder] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Register ``builder(request) -> Dataset`` under ``name`` (``data.name``)."""
-
-    def decorator(builder: DatasetBuilder) -> DatasetBuilder:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = builder
-        return builder
-
-    return decorator
+DATASETS: Registry[DatasetBuilder] = Registry("dataset", "data.name")
+#: ``@register_dataset(name)``: register ``builder(request) -> Dataset`` (``data.name``)
+register_dataset = DATASETS.register
 
 
 def build_dataset(request: DataRequest) -> Dataset:
-    name = request.spec["name"]
-    if name not in DATASETS:
-        raise LagfitError(f"data.name: unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](request)
+    return DATASETS.lookup(request.spec["name"])(request)
 
 
 def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:

@@ -49,10 +49,11 @@ from torch import Tensor
 from torch.func import grad, jacfwd, jvp, vmap
 
 from .errors import LagfitError
+from .registry import Registry
 from .systems import System
 
 Solver = Callable[[System, Tensor, Tensor, Tensor], Tensor]
-SOLVERS: dict[str, Solver] = {}
+SOLVERS: Registry[Solver] = Registry("solver", "solver.name")
 #: Solvers that ``make_solver(..., compile="true")`` refuses (Python loops, or graphs that
 #: torch.compile is known to mishandle); ``compile="auto"`` runs them eagerly.
 EAGER_ONLY: set[str] = set()
@@ -60,24 +61,13 @@ EAGER_ONLY: set[str] = set()
 
 def register_solver(name: str, *, compilable: bool = True) -> Callable[[Solver], Solver]:
     """Register ``solver(system, q, qd, theta) -> qdd`` under ``name``."""
-
-    def decorator(fn: Solver) -> Solver:
-        if name in SOLVERS:
-            raise ValueError(f"solver {name!r} is registered twice")
-        SOLVERS[name] = fn
-        if not compilable:
-            EAGER_ONLY.add(name)
-        return fn
-
-    return decorator
+    if not compilable:
+        EAGER_ONLY.add(name)
+    return SOLVERS.register(name)
 
 
 def get_solver(name: str) -> Solver:
-    try:
-        return SOLVERS[name]
-    except KeyError:
-        known = ", ".join(sorted(SOLVERS))
-        raise LagfitError(f"solver.name: unknown solver {name!r}; known solvers: {known}") from None
+    return SOLVERS.lookup(name)
 
 
 def solve_mass_matrix(hessian: Tensor, rhs: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor
 import torch
 
 from .errors import LagfitError
+from .registry import Registry
 
 Lagrangian = Callable[[Tensor, Tensor, Tensor], Tensor]
 #: Closed-form q̈(q, q̇, θ) with the same broadcasting as a Lagrangian, returning (..., D).
@@ -131,19 +132,9 @@ def _describe_groups(groups: tuple[tuple[str, ...], ...]) -> str:
 
 #: name -> factory(spec) -> System, where spec is the plain-dict ``system`` config.
 SystemFactory = Callable[[Mapping[str, Any]], System]
-SYSTEMS: dict[str, SystemFactory] = {}
-
-
-def register_system(name: str) -> Callable[[SystemFactory], SystemFactory]:
-    """Register ``factory(spec) -> System`` under ``name`` (the YAML's ``system.name``)."""
-
-    def decorator(factory: SystemFactory) -> SystemFactory:
-        if name in SYSTEMS:
-            raise ValueError(f"system {name!r} is registered twice")
-        SYSTEMS[name] = factory
-        return factory
-
-    return decorator
+SYSTEMS: Registry[SystemFactory] = Registry("system", "system.name")
+#: ``@register_system(name)``: register ``factory(spec) -> System`` (the YAML's ``system.name``)
+register_system = SYSTEMS.register
 
 
 def register_fixed_system(system: System) -> System:
@@ -155,10 +146,7 @@ def register_fixed_system(system: System) -> System:
 def build_system(spec: Mapping[str, Any]) -> System:
     """Build the System that a ``system`` config names, checking its parameters match."""
     name = spec.get("name")
-    if name not in SYSTEMS:
-        known = ", ".join(sorted(SYSTEMS))
-        raise LagfitError(f"system.name: unknown system {name!r}; known systems: {known}")
-    system = SYSTEMS[name](spec)
+    system = SYSTEMS.lookup(name)(spec)
     given = tuple(spec.get("params") or {})
     if set(given) != set(system.param_names):
         raise LagfitError(

@@ -10,20 +10,12 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
+from ..registry import Registry
 from ..report import Report
 
 Task = Callable[[DictConfig], Report]
-TASKS: dict[str, Task] = {}
-
-
-def register_task(name: str) -> Callable[[Task], Task]:
-    def decorator(fn: Task) -> Task:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        TASKS[name] = fn
-        return fn
-
-    return decorator
+TASKS: Registry[Task] = Registry("task", "task.name")
+register_task = TASKS.register
 
 
 from . import fit  # noqa: E402,F401  (registers the built-in tasks)
