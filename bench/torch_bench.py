@@ -35,20 +35,29 @@ def grid_data(torch, system, grid: int, dtype):
     return q_grid.reshape(-1, 1), qd_grid.reshape(-1, 1)
 
 
-def w2_child(args) -> None:
-    phases = [("start", _PROCESS_START)]
-    import torch
-
-    from lagfit_cli.dynamics import SOLVERS, make_loss_and_grad
+def w2_problem(torch, args):
+    """W2's data (anharmonic, grid × grid points), its q̈ targets and the starts (B, 3)."""
+    from lagfit_cli.dynamics import SOLVERS
     from lagfit_cli.systems import ANHARMONIC
 
-    phases.append(("imports", time.perf_counter()))  # torch + lagfit, from the script's start
     dtype = getattr(torch, args.dtype)
     q, qd = grid_data(torch, ANHARMONIC, args.grid, dtype)
     theta_true = torch.tensor(THETA_TRUE, dtype=dtype)
     target = SOLVERS["closed_form"](ANHARMONIC, q, qd, theta_true[None])[0]
     generator = torch.Generator().manual_seed(0)
     theta = theta_true * (0.5 + torch.rand(args.n_starts, 3, generator=generator, dtype=dtype))
+    return q, qd, target, theta
+
+
+def w2_child(args) -> None:
+    phases = [("start", _PROCESS_START)]
+    import torch
+
+    from lagfit_cli.dynamics import make_loss_and_grad
+    from lagfit_cli.systems import ANHARMONIC
+
+    phases.append(("imports", time.perf_counter()))  # torch + lagfit, from the script's start
+    q, qd, target, theta = w2_problem(torch, args)
     step = make_loss_and_grad(
         ANHARMONIC, q, qd, target, args.solver, args.compile, expected_calls=args.n_iters
     )
@@ -111,15 +120,9 @@ def w2_step(args) -> None:
     import torch
 
     from lagfit_cli.benchmark import Method, step_table
-    from lagfit_cli.dynamics import SOLVERS
     from lagfit_cli.systems import ANHARMONIC
 
-    dtype = getattr(torch, args.dtype)
-    q, qd = grid_data(torch, ANHARMONIC, args.grid, dtype)
-    theta_true = torch.tensor(THETA_TRUE, dtype=dtype)
-    target = SOLVERS["closed_form"](ANHARMONIC, q, qd, theta_true[None])[0]
-    generator = torch.Generator().manual_seed(0)
-    theta = theta_true * (0.5 + torch.rand(args.n_starts, 3, generator=generator, dtype=dtype))
+    q, qd, target, theta = w2_problem(torch, args)
     methods = [Method(*m.split(":")) if ":" in m else Method(m) for m in args.methods]
     table = step_table(ANHARMONIC, theta, q, qd, target, methods, repeats=args.repeats)
     print(f"# W2 step torch {args.dtype}, threads {torch.get_num_threads()}, "

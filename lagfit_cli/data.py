@@ -30,6 +30,9 @@ class Dataset:
     qd: Tensor
     qdd: Tensor
     grid_shape: Optional[tuple[int, ...]] = None
+    #: q̈ was computed from the system at its true parameters (after checking the mass
+    #: matrix there: ``synthetic_targets``), not measured
+    synthetic: bool = False
 
     @property
     def n_points(self) -> int:
@@ -108,7 +111,7 @@ def grid_dataset(request: DataRequest) -> Dataset:
     mesh = torch.meshgrid(*axes, indexing="ij")
     states = torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (n^(2D), 2D)
     q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
-    return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof))
+    return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof), synthetic=True)
 
 
 @register_dataset("uniform")
@@ -121,7 +124,7 @@ def uniform_dataset(request: DataRequest) -> Dataset:
     high = torch.tensor([request.spec["q_bounds"][1]] * dof + [request.spec["qd_bounds"][1]] * dof)
     states = low + (high - low) * unit
     q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
-    return Dataset(q, qd, synthetic_targets(request, q, qd))
+    return Dataset(q, qd, synthetic_targets(request, q, qd), synthetic=True)
 
 
 from . import datafile  # noqa: E402,F401  (registers data=csv)

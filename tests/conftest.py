@@ -30,5 +30,13 @@ def lagfit(tmp_path):
     return LagfitRun(tmp_path)
 
 
+def uniform_states(n: int, dof: int = 1, seed: int = 0, scale: float = 1.0):
+    """(q, q̇), each (n, dof) float64, uniform in [−scale, scale], from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    q = scale * (2 * torch.rand(n, dof, generator=generator, dtype=torch.float64) - 1)
+    qd = scale * (2 * torch.rand(n, dof, generator=generator, dtype=torch.float64) - 1)
+    return q, qd
+
+
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())

@@ -5,15 +5,9 @@ import torch
 
 from lagfit_cli.dynamics import SOLVERS, solve_mass_matrix
 from lagfit_cli.systems import ANHARMONIC, HARMONIC, System
+from conftest import uniform_states as states
 
 EAGER = ["batched", "vmap", "closed_form"]
-
-
-def states(n, dof=1, seed=0, scale=1.0):
-    gen = torch.Generator().manual_seed(seed)
-    q = scale * (2 * torch.rand(n, dof, generator=gen) - 1)
-    qd = scale * (2 * torch.rand(n, dof, generator=gen) - 1)
-    return q, qd
 
 
 def rel_err(a, b):

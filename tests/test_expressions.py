@@ -13,15 +13,9 @@ import torch
 from lagfit_cli import SOLVERS, LagfitError, build_system
 from lagfit_cli.expressions import MAX_DEPTH, MAX_LENGTH, compile_lagrangian
 from lagfit_cli.systems import SYSTEMS
+from conftest import uniform_states as states
 
 DTYPE = torch.float64
-
-
-def states(n: int, dof: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    q = 2 * torch.rand(n, dof, generator=generator, dtype=DTYPE) - 1
-    qd = 2 * torch.rand(n, dof, generator=generator, dtype=DTYPE) - 1
-    return q, qd
 
 
 def custom(lagrangian: str, params: dict) -> object:

@@ -8,15 +8,9 @@ import torch
 
 from lagfit_cli import LagfitError, build_system
 from lagfit_cli.dynamics import check_mass_matrix
+from conftest import uniform_states
 
 DTYPE = torch.float64
-
-
-def uniform_states(n: int, dof: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    q = 2 * torch.rand(n, dof, generator=generator, dtype=DTYPE) - 1
-    qd = 2 * torch.rand(n, dof, generator=generator, dtype=DTYPE) - 1
-    return q, qd
 
 
 def custom(lagrangian: str, params: dict):

@@ -67,17 +67,9 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
     request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
     clean64 = build_dataset(request)
-    if bool(torch.isfinite(truth64).all()):
-        check_mass_matrix(system, clean64.q, clean64.qd, truth64)
-    else:
-        # unknown truths (measured data): check where the descent starts instead
-        try:
-            check_mass_matrix(system, clean64.q, clean64.qd, center64)
-        except LagfitError as err:
-            raise LagfitError(
-                f"{err} [checked at the centre of the initial guesses, θ = "
-                f"{_values(system, center64)}; unknown values are centred at init.center]"
-            ) from None
+    # synthetic data were checked at the truth before their targets were made
+    if not clean64.synthetic:
+        check_measured_mass_matrix(system, clean64, truth64, center64)
     check_finite_targets(clean64)
     clean = clean64.to(dtype, device)
     truth = truth64.to(dtype=dtype, device=device)
@@ -90,6 +82,21 @@ def prepare_problem(cfg: DictConfig) -> Problem:
 
 def _values(system: System, theta: Tensor) -> str:
     return "(" + ", ".join(f"{n}={float(v):.4g}" for n, v in zip(system.param_names, theta)) + ")"
+
+
+def check_measured_mass_matrix(system: System, data: Dataset, truth: Tensor, center: Tensor) -> None:
+    """The mass-matrix check for measured data: at the truth, or where the descent starts."""
+    if bool(torch.isfinite(truth).all()):
+        check_mass_matrix(system, data.q, data.qd, truth)
+    else:
+        # unknown truths (measured data): check where the descent starts instead
+        try:
+            check_mass_matrix(system, data.q, data.qd, center)
+        except LagfitError as err:
+            raise LagfitError(
+                f"{err} [checked at the centre of the initial guesses, θ = "
+                f"{_values(system, center)}; unknown values are centred at init.center]"
+            ) from None
 
 
 def check_finite_targets(data: Dataset) -> None:
