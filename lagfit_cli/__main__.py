@@ -1,3 +1,3 @@
-from .cli import entry_point
+from lagfit_cli.app.cli import entry_point
 
 entry_point()

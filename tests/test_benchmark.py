@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from lagfit_cli.benchmark import SOLVER_COLUMNS, Method, solver_table, step_table, time_call
-from lagfit_cli.dynamics import SOLVERS
-from lagfit_cli.systems import ANHARMONIC
+from lagfit_cli.core.timing import SOLVER_COLUMNS, Method, solver_table, step_table, time_call
+from lagfit_cli.core.solvers import SOLVERS
+from lagfit_cli.core.systems import ANHARMONIC
 
 
 def test_time_call_reports_statistics():

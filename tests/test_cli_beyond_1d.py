@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import metrics
-from lagfit_cli.systems import DUFFING, COUPLED_OSCILLATORS
+from lagfit_cli.core.systems import DUFFING, COUPLED_OSCILLATORS
 
 
 def one_error_line(proc) -> str:

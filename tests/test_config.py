@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lagfit_cli.config import register_configs, validate
+from lagfit_cli.app.config import register_configs, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

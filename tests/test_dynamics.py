@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lagfit_cli.dynamics import SOLVERS, solve_mass_matrix
-from lagfit_cli.systems import ANHARMONIC, HARMONIC, System
+from lagfit_cli.core.solvers import SOLVERS, solve_mass_matrix
+from lagfit_cli.core.systems import ANHARMONIC, HARMONIC, System
 from conftest import uniform_states as states
 
 EAGER = ["batched", "vmap", "closed_form"]

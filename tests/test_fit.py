@@ -2,8 +2,8 @@
 
 import torch
 
-from lagfit_cli.dynamics import make_loss_and_grad
-from lagfit_cli.fit import (
+from lagfit_cli.core.solvers import make_loss_and_grad
+from lagfit_cli.core.fit import (
     CONVERGED,
     DIVERGED,
     gradient_descent,
@@ -11,7 +11,7 @@ from lagfit_cli.fit import (
     relative_error,
     reported_values,
 )
-from lagfit_cli.systems import DOUBLE_PENDULUM, HARMONIC, PENDULUM
+from lagfit_cli.core.systems import DOUBLE_PENDULUM, HARMONIC, PENDULUM
 
 
 def harmonic_problem(n=10):

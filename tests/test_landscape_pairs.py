@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lagfit_cli.errors import LagfitError
-from lagfit_cli.landscape import followers, landscape_pair, parameter_grid
-from lagfit_cli.systems import ANHARMONIC, DOUBLE_PENDULUM, PENDULUM
+from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.core.landscape import followers, landscape_pair, parameter_grid
+from lagfit_cli.core.systems import ANHARMONIC, DOUBLE_PENDULUM, PENDULUM
 
 
 def test_default_pair_lies_in_one_scale_group():
@@ -13,7 +13,7 @@ def test_default_pair_lies_in_one_scale_group():
     assert landscape_pair(PENDULUM, None, "l") == (1, 2)  # l, g (m is not identifiable)
     assert landscape_pair(DOUBLE_PENDULUM, None, None) == (0, 1)  # m1, m2
     assert landscape_pair(DOUBLE_PENDULUM, ["l1", "g"], None) == (2, 4)
-    with pytest.raises(LagfitError, match="report.landscape_params"):
+    with pytest.raises(LagfitError, match="landscape_params"):
         landscape_pair(PENDULUM, ["m", "x"], None)
 
 

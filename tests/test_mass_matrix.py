@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lagfit_cli import LagfitError, build_system
-from lagfit_cli.dynamics import check_mass_matrix
+from lagfit_cli.core.solvers import check_mass_matrix
 from conftest import uniform_states
 
 DTYPE = torch.float64

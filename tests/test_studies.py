@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import metrics
-from lagfit_cli.slices import perpendicular_slice, valley_shape
-from lagfit_cli.step_size import H_PEAK, U_PEAK, adaptive_root, lr_for_max_step
+from lagfit_cli.core.slices import perpendicular_slice, valley_shape
+from lagfit_cli.core.step_size import H_PEAK, U_PEAK, adaptive_root, lr_for_max_step
 
 SMALL = ("data.n=10", "report.dpi=40")
 

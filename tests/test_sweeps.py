@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lagfit_cli import sweep
+from lagfit_cli.io import sweep
 
 #: small jobs: 64 points, 4 starts, a coarse landscape
 FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "report.landscape_resolution=12", "report.dpi=50")
@@ -180,7 +180,7 @@ def test_noise_sweep_preset(tmp_path):
 def test_system_solver_preset_composes():
     from hydra import compose, initialize_config_module
 
-    from lagfit_cli.config import register_configs
+    from lagfit_cli.app.config import register_configs
 
     register_configs()
     with initialize_config_module("lagfit_cli.conf", version_base="1.3"):

@@ -11,8 +11,8 @@ import yaml
 from torch.func import jacrev
 
 from lagfit_cli import SOLVERS, LagfitError, build_system
-from lagfit_cli.dynamics import check_mass_matrix
-from lagfit_cli.systems import true_params
+from lagfit_cli.core.solvers import check_mass_matrix
+from lagfit_cli.core.systems import true_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "system"
 NEW_SYSTEMS = ["duffing", "pendulum", "double_pendulum", "coupled_oscillators"]
@@ -187,7 +187,7 @@ def test_a_bad_gauge_is_one_clear_line(name: str, gauge: str, message: str) -> N
     system = build_system(load_spec(name))
     with pytest.raises(LagfitError, match=message) as error:
         system.parameter_ratios(gauge)
-    assert str(error.value).startswith("system.gauge: ") and "\n" not in str(error.value)
+    assert str(error.value).startswith("gauge: ") and "\n" not in str(error.value)
 
 
 def test_linearity_flags() -> None:

@@ -1,0 +1,175 @@
+"""task=noise_study: how noise washes out the valley (seed Figs. 4, 5, 6).
+
+For every σ in noise_study.sigmas and each of noise_study.realizations noise draws, the
+loss along the slice through the truth perpendicular to the valley is compared with the
+clean loss. Realization r uses the same standard-normal draw at every σ (scaled by σ),
+so the curves over σ differ by σ alone. noise.apply_to says what the noise perturbs;
+noise.sigma is not used (the study sets σ itself).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from lagfit_cli.io import study_plots
+from lagfit_cli.core.data import Dataset
+from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.core.fit import loss_on_batch
+from lagfit_cli.core.landscape import followers
+from lagfit_cli.core.noise import add_noise
+from lagfit_cli.io.report import Report
+from lagfit_cli.core.slices import perpendicular_slice, rms_error, valley_shape
+from . import register_task
+from lagfit_cli.app.tasks.common import Problem, generator, prepare_problem, problem_metrics
+from lagfit_cli.app.tasks.landscape import landscape_indices, landscape_on
+
+
+def noisy_copies(problem: Problem, sigma: float, apply_to: str, realizations: int) -> list[Dataset]:
+    """``realizations`` noisy copies of the clean data; copy r is σ × the same draw at every σ."""
+    gen = generator(problem.seed, "noise_study")
+    return [add_noise(problem.clean, sigma, apply_to, gen) for _ in range(realizations)]
+
+
+def slice_losses(problem: Problem, theta, datasets: list[Dataset]) -> np.ndarray:
+    """Loss at each slice point for each dataset: (R, S)."""
+    return np.stack([
+        loss_on_batch(problem.system, problem.solver, d.q, d.qd, d.qdd, theta).cpu().numpy() for d in datasets
+    ])
+
+
+def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
+    ns = cfg.noise_study
+    apply_to = cfg.noise.apply_to
+    ix, iy = landscape_indices(cfg, problem)
+    names = problem.system.param_names
+    started = time.perf_counter()
+    try:
+        line = perpendicular_slice(problem.truth, ix, iy, followers(problem.system, ix, iy), ns.slice_halfwidth, ns.slice_points)
+    except ValueError as err:
+        raise LagfitError(f"noise_study: {err}") from None
+    s = line.s.cpu().numpy()
+    theta_np = line.theta.cpu().numpy()
+    clean = slice_losses(problem, line.theta, [problem.clean])[0]
+    if not np.isfinite(clean).all():
+        raise LagfitError(
+            f"noise_study.slice_halfwidth: the slice reaches parameters where the loss is not finite "
+            f"(e.g. {names[ix]} = {float(line.x[~np.isfinite(clean)][0]):.3g}); make it shorter"
+        )
+    clean_range = float(clean.max() - clean.min())
+    sigmas = np.array(sorted(set(float(v) for v in ns.sigmas)))
+
+    slice_rows, rms_rows, rms_all, shapes = [], [], [], {}
+    for sigma in sigmas:
+        noisy = slice_losses(problem, line.theta, noisy_copies(problem, sigma, apply_to, ns.realizations))
+        rms = rms_error(noisy, clean)  # (R,)
+        rms_all.append(rms)
+        shape = valley_shape(s, noisy.mean(axis=0))
+        shapes[sigma] = shape
+        for r in range(ns.realizations):
+            rows = {"sigma": sigma, "realization": r, "s": s}
+            rows.update({name: theta_np[:, j] for j, name in enumerate(names)})
+            rows.update({"loss": noisy[r], "clean_loss": clean})
+            slice_rows.append(pd.DataFrame(rows))
+        rms_rows.append({
+            "sigma": sigma,
+            "rms_mean": float(rms.mean()),
+            "rms_std": float(rms.std(ddof=1)) if len(rms) > 1 else 0.0,
+            "rms_min": float(rms.min()),
+            "rms_max": float(rms.max()),
+            "rms_over_clean_range": float(rms.mean()) / clean_range,
+            "valley_floor": shape.floor,
+            "valley_s_min": shape.s_min,
+            "valley_depth": shape.depth,
+            "valley_relative_depth": shape.relative_depth,
+            "valley_decades": shape.decades,
+            "valley_width": shape.width,
+        })
+    rms_table = pd.DataFrame(rms_rows)
+    clean_shape = valley_shape(s, clean)
+    over = rms_table["rms_mean"] > ns.threshold_fraction * clean_range
+    threshold = float(rms_table["sigma"][over].iloc[0]) if bool(over.any()) else None
+    below = rms_table["sigma"][~over]
+    largest = shapes[sigmas[-1]]
+
+    report = Report()
+    report.tables["noise_slice"] = pd.concat(slice_rows, ignore_index=True)
+    report.tables["noise_rms"] = rms_table
+    report.metrics = {
+        "slice": {
+            "x": names[ix], "y": names[iy], "halfwidth": float(ns.slice_halfwidth), "points": int(ns.slice_points),
+            "s_range": [float(s[0]), float(s[-1])],
+        },
+        "noise_apply_to": apply_to,
+        "realizations": int(ns.realizations),
+        "sigmas": sigmas.tolist(),
+        "clean_loss_range": clean_range,
+        "threshold_fraction": float(ns.threshold_fraction),
+        "threshold_sigma": threshold,
+        "largest_sigma_below_threshold": float(below.iloc[-1]) if len(below) else None,
+        "rms_mean": dict(zip(map(str, sigmas), rms_table["rms_mean"])),
+        "valley": {
+            "clean": vars(clean_shape),
+            **{str(sigma): vars(shape) for sigma, shape in shapes.items()},
+        },
+        "valley_flattening": {
+            "sigma": float(sigmas[-1]),
+            "relative_depth": [clean_shape.relative_depth, largest.relative_depth],
+            "decades": [clean_shape.decades, largest.decades],
+            "width": [clean_shape.width, largest.width],
+            "floor": [clean_shape.floor, largest.floor],
+        },
+    }
+
+    if cfg.report.figures:
+        show = float(ns.show_sigma)
+        copies = noisy_copies(problem, show, apply_to, ns.realizations)
+        shown = slice_losses(problem, line.theta, copies)
+        system = problem.system.name
+        where = f"{system}, noise on {apply_to}"
+        report.figures["fig4_noise_slice"] = study_plots.noise_slice_figure(
+            s, clean, shown, show, names[ix], names[iy], f"Loss on the slice ⊥ valley through the truth ({where})"
+        )
+        report.figures["fig5_noise_rms"] = study_plots.noise_rms_figure(
+            sigmas, np.stack(rms_all), clean_range, ns.threshold_fraction, threshold,
+            f"RMS error of the loss on the slice vs noise ({where})",
+        )
+        clean_land = landscape_on(cfg, problem, problem.clean, ix, iy)
+        noisy_land = landscape_on(cfg, problem, copies[0], ix, iy)
+        report.figures["fig6_noise_landscapes"] = study_plots.noise_landscapes_figure(
+            clean_land, noisy_land, show, f"Loss landscape without and with noise ({where})"
+        )
+        report.figures["noise_valley"] = study_plots.valley_figure(
+            sigmas, rms_table["valley_width"].to_numpy(), rms_table["valley_decades"].to_numpy(),
+            f"The valley along the slice vs noise ({where}; mean over realizations)",
+            at_edge=np.isclose(np.abs(rms_table["valley_s_min"].to_numpy()), abs(float(s[-1]))),
+        )
+    report.metrics["noise_study_s"] = time.perf_counter() - started
+
+    t = "none of the σ" if threshold is None else f"σ = {threshold:g}"
+    report.summary.append(
+        f"noise study {problem.system.name} (noise on {apply_to}, {len(sigmas)} σ × {ns.realizations} realizations): "
+        f"RMS error first exceeds {ns.threshold_fraction:g} × the clean loss range ({clean_range:.3g}) at {t}"
+    )
+    report.summary.append(
+        f"  valley on the slice, clean → σ = {sigmas[0]:g} → σ = {sigmas[-1]:g}: "
+        f"log10(max/min) {clean_shape.decades:.3g} → {shapes[sigmas[0]].decades:.3g} → {largest.decades:.3g}, "
+        f"width {clean_shape.width:.3g} → {shapes[sigmas[0]].width:.3g} → {largest.width:.3g}, "
+        f"floor {clean_shape.floor:.3g} → {largest.floor:.3g}, minimum at s = {largest.s_min:.3g}"
+    )
+    return report
+
+
+@register_task("noise_study")
+def noise_study_task(cfg: DictConfig) -> Report:
+    problem = prepare_problem(cfg)
+    report = noise_study_report(cfg, problem)
+    report.metrics = {
+        **problem_metrics("noise_study", problem),
+        **report.metrics,
+        "seed": cfg.seed,
+    }
+    return report

@@ -1,0 +1,128 @@
+"""Datasets (q, q̇, q̈) and the registry of ways to make them (``data.name``).
+
+A dataset holds N states, each with D coordinates: ``q``, ``qd`` and ``qdd`` are (N, D).
+Synthetic targets come from the Euler–Lagrange solver at the system's true parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from lagfit_cli.core.solvers import Solver, check_mass_matrix
+from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.core.registry import Registry
+from lagfit_cli.core.systems import System
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """States and accelerations: q, qd, qdd are (N, D).
+
+    ``grid_shape`` is the shape of the state grid the points were flattened from (one
+    entry per state variable: q0..q(D−1), q̇0..q̇(D−1)), or None for scattered points.
+    """
+
+    q: Tensor
+    qd: Tensor
+    qdd: Tensor
+    grid_shape: Optional[tuple[int, ...]] = None
+    #: q̈ was computed from the system at its true parameters (after checking the mass
+    #: matrix there: ``synthetic_targets``), not measured
+    synthetic: bool = False
+
+    @property
+    def n_points(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def dof(self) -> int:
+        return self.q.shape[1]
+
+    def to(self, dtype: torch.dtype, device: torch.device | str) -> "Dataset":
+        return replace(
+            self,
+            q=self.q.to(device=device, dtype=dtype),
+            qd=self.qd.to(device=device, dtype=dtype),
+            qdd=self.qdd.to(device=device, dtype=dtype),
+        )
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a dataset builder gets: its config section and the system it serves."""
+
+    spec: Mapping[str, Any]
+    system: System
+    truth: Tensor  # (P,) float64, NaN where the true value is unknown
+    solver: Solver
+    generator: torch.Generator
+
+
+DatasetBuilder = Callable[[DataRequest], Dataset]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset", "data")
+#: ``@register_dataset(name)``: register ``builder(request) -> Dataset`` (``data.name``)
+register_dataset = DATASETS.register
+
+
+def build_dataset(request: DataRequest) -> Dataset:
+    return DATASETS.lookup(request.spec["name"])(request)
+
+
+def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
+    """q̈ at the true parameters: (N, D)."""
+    unknown = [n for n, v in zip(request.system.param_names, request.truth.tolist()) if v != v]
+    if unknown:
+        raise ArgumentError(
+            f"params.{unknown[0]}", f"data={request.spec['name']} makes synthetic data from "
+            "the true values, so each must be a number (null = unknown is for measured data, "
+            "data=csv)"
+        )
+    # an exactly singular mass matrix would make the solve fail: say so first
+    check_mass_matrix(request.system, q, qd, request.truth)
+    with torch.no_grad():
+        return request.solver(request.system, q, qd, request.truth[None, :])[0]
+
+
+#: the largest grid data=grid builds (n^(2D) grows fast: 50 nodes and D = 2 are 6.25e6)
+MAX_GRID_POINTS = 1_000_000
+
+
+@register_dataset("grid")
+def grid_dataset(request: DataRequest) -> Dataset:
+    """An n-point grid over every state variable, flattened: n^(2D) points.
+
+    (The seed report's code tiles both grids the same way, which puts every point on the
+    diagonal q = q̇·const; this is the full n × n grid its text and Fig. 1 describe.)
+    """
+    n, dof = int(request.spec["n"]), request.system.dof
+    if n ** (2 * dof) > MAX_GRID_POINTS:
+        raise ArgumentError(
+            "n", f"a grid of {n} points per state variable has {n}^{2 * dof} = "
+            f"{n ** (2 * dof):,} points for {dof} coordinates (limit {MAX_GRID_POINTS:,}); "
+            "lower data.n or use data=uniform data.n_points=N"
+        )
+    q_axis = torch.linspace(*request.spec["q_bounds"], n, dtype=torch.float64)
+    qd_axis = torch.linspace(*request.spec["qd_bounds"], n, dtype=torch.float64)
+    axes = [q_axis] * dof + [qd_axis] * dof
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    states = torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (n^(2D), 2D)
+    q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
+    return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof), synthetic=True)
+
+
+@register_dataset("uniform")
+def uniform_dataset(request: DataRequest) -> Dataset:
+    """``n_points`` states drawn uniformly in the bounds (every q_i in q_bounds, every q̇_i in
+    qd_bounds) from the seeded data stream: (N, D) each, whatever D is."""
+    n, dof = int(request.spec["n_points"]), request.system.dof
+    unit = torch.rand((n, 2 * dof), generator=request.generator, dtype=torch.float64)
+    low = torch.tensor([request.spec["q_bounds"][0]] * dof + [request.spec["qd_bounds"][0]] * dof)
+    high = torch.tensor([request.spec["q_bounds"][1]] * dof + [request.spec["qd_bounds"][1]] * dof)
+    states = low + (high - low) * unit
+    q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
+    return Dataset(q, qd, synthetic_targets(request, q, qd), synthetic=True)
+

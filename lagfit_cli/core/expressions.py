@@ -1,0 +1,592 @@
+r"""User-defined Lagrangians from a config string, compiled safely into torch operations.
+
+``system=custom`` reads ``system.lagrangian`` (one expression) and ``system.params`` (a
+mapping parameter name -> true value, which also fixes θ's order)::
+
+    lagfit run system=custom system.lagrangian="0.5*m*qd0**2 - 0.5*k*q0**2 - b*q0**4" \
+        system.params="{m: 1.0, k: 2.0, b: 0.1}"
+
+Spelling
+    - State variables: ``q0, q1, ...`` (coordinates) and ``qd0, qd1, ...`` (velocities),
+      numbered from 0 without gaps. ``q`` and ``qd`` are accepted as ``q0`` and ``qd0``
+      when the Lagrangian has a single coordinate. The number of degrees of freedom D is
+      the highest index used, plus one.
+    - Parameters: the names declared in ``system.params`` (identifiers that are neither a
+      state variable, a function name nor ``pi``).
+    - Numbers (``2``, ``0.5``, ``1e-3``) and the constant ``pi``.
+    - Operators ``+ - * / **``, unary ``-`` and ``+``, parentheses.
+    - Functions of one argument: ``sin cos tan asin acos atan sinh cosh tanh exp log
+      log10 sqrt abs``.
+
+Anything else (attribute access, calls of other names, subscripts, keyword arguments,
+lambdas, strings, comparisons, unknown names, ...) raises ``LagfitError`` with one line
+naming the offending token. The text is never handed to ``eval``/``exec``/``compile``:
+it is parsed by ``ast.parse`` into a syntax tree, every node is checked against the
+whitelist above, and the tree is flattened (iteratively, so deep nesting cannot exhaust
+the Python stack) into a postfix program of torch operations, run by a small stack
+machine. Length (``MAX_LENGTH`` characters) and nesting (``MAX_DEPTH`` levels) are
+bounded before anything is built. Sub-expressions made only of numbers are folded once,
+in float64 torch arithmetic (no Python big-integer powers).
+
+The compiled Lagrangian follows the broadcasting convention of ``systems``:
+``L(q: (..., D), qd: (..., D), theta: (..., P)) -> (...)``, so every solver works on it.
+
+From the tree the compiler also reads two structural facts:
+    - ``linear_in_params``: every term has degree ≤ 1 in the parameters,
+      L = L₀(q, q̇) + Σⱼ θⱼ φⱼ(q, q̇) (L₀ may be nonzero).
+    - ``scale_groups``: the parameter scalings that leave q̈ unchanged. Each node gets
+      an exponent vector a (how it scales when θⱼ -> c^{wⱼ} θⱼ: by c^{a·w}); every sum
+      of two state-dependent terms requires a_left·w = a_right·w and every function
+      argument (other than abs, sqrt) a·w = 0. Terms that depend on no state variable
+      and sit in the top-level sum (possibly times a number) only shift L by a constant
+      and impose nothing. The
+      exact (rational) null space of these constraints is the symmetry space W. When W
+      is spanned by disjoint groups of parameters scaling together (the usual case:
+      ``0.5*m*qd0**2 - 0.5*k*q0**2`` gives (m, k); the pendulum
+      ``0.5*m*l**2*qd0**2 + m*g*l*cos(q0)`` gives (m), (l, g);
+      ``0.5*qd0**2 - 0.5*k*q0**2`` gives none, so k is identifiable on its own) those
+      groups are the system's scale groups. A weighted symmetry (m scaling with k², as
+      in ``m*qd0**2 - k**2*q0**2``, where only m/k² is identifiable) cannot be written
+      as groups: every parameter it moves is then reported as not identifiable on its
+      own (a one-member group), which under-claims rather than over-claims.
+Degeneracies that are not scalings
+      (two parameters only ever appearing as a sum) are not detected.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import math
+import operator
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable, Mapping, Optional, Union
+
+import torch
+from torch import Tensor
+
+from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.core.systems import System, register_system
+
+MAX_LENGTH = 10_000  #: characters
+MAX_DEPTH = 200  #: nesting levels of the syntax tree
+MAX_DOF = 100  #: highest coordinate count a custom Lagrangian may use
+
+FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "asin": torch.asin,
+    "acos": torch.acos,
+    "atan": torch.atan,
+    "sinh": torch.sinh,
+    "cosh": torch.cosh,
+    "tanh": torch.tanh,
+    "exp": torch.exp,
+    "log": torch.log,
+    "log10": torch.log10,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+}
+CONSTANTS: dict[str, float] = {"pi": math.pi}
+
+_BINARY: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
+    ast.Add: ("+", operator.add),
+    ast.Sub: ("-", operator.sub),
+    ast.Mult: ("*", operator.mul),
+    ast.Div: ("/", operator.truediv),
+    ast.Pow: ("**", operator.pow),
+}
+_STATE_NAME = re.compile(r"(q|qd)(0|[1-9][0-9]*)")
+_ALIASES = {"q": ("q", 0), "qd": ("qd", 0)}
+_KEY = "lagrangian"
+
+# Instructions of the postfix program: (opcode, argument).
+_PUSH_Q, _PUSH_QD, _PUSH_PARAM, _PUSH_CONST, _UNARY, _BINARY_OP = range(6)
+Instruction = tuple[int, Any]
+
+
+@dataclass(frozen=True)
+class CompiledLagrangian:
+    """A validated user Lagrangian: call it as ``L(q, qd, theta)``.
+
+    Attributes:
+        source: the expression text.
+        param_names: θ's entries, in order.
+        dof: D, one plus the highest state index used.
+        program: the postfix torch program (opcode, argument) the stack machine runs.
+        linear_in_params: every term has degree ≤ 1 in θ.
+        scale_groups: groups of parameters whose common scaling leaves q̈ unchanged
+            (see the module docstring).
+    """
+
+    source: str
+    param_names: tuple[str, ...]
+    dof: int
+    program: tuple[Instruction, ...]
+    linear_in_params: bool
+    scale_groups: tuple[tuple[str, ...], ...]
+
+    def __call__(self, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+        """L at every state: q, qd (..., D), theta (..., P) -> (...) (broadcast)."""
+        stack: list[Union[Tensor, float]] = []
+        for opcode, argument in self.program:
+            if opcode == _PUSH_Q:
+                stack.append(q[..., argument])
+            elif opcode == _PUSH_QD:
+                stack.append(qd[..., argument])
+            elif opcode == _PUSH_PARAM:
+                stack.append(theta[..., argument])
+            elif opcode == _PUSH_CONST:
+                stack.append(argument)
+            elif opcode == _UNARY:
+                stack.append(argument(stack.pop()))
+            else:
+                right = stack.pop()
+                stack.append(argument(stack.pop(), right))
+        (value,) = stack
+        shape = torch.broadcast_shapes(q.shape[:-1], qd.shape[:-1], theta.shape[:-1])
+        return torch.broadcast_to(value, shape)
+
+
+Exponents = tuple[Fraction, ...]  # a node's scaling exponent per parameter
+
+
+@dataclass(frozen=True)
+class _Item:
+    """Compile-time facts about one finished sub-expression."""
+
+    constant: Optional[float]  # its value when it is made of numbers only
+    param_degree: float  # polynomial degree in θ (inf: not a polynomial in θ)
+    exponents: Exponents  # it scales by c^(exponents·w) when θⱼ -> c^wⱼ θⱼ
+    has_state: bool  # depends on some q or q̇
+
+
+def _fail(message: str) -> LagfitError:
+    return ArgumentError(_KEY, message)
+
+
+def _snippet(source: str, node: ast.AST) -> str:
+    text = ast.get_source_segment(source, node) or type(node).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(source: str, node: ast.AST) -> str:
+    """One clause naming a disallowed node, e.g. "attribute access '.__class__'"."""
+    snippet = repr(_snippet(source, node))
+    if isinstance(node, ast.Attribute):
+        return f"attribute access '.{node.attr}' is not allowed"
+    if isinstance(node, ast.Subscript):
+        return f"subscript {snippet} is not allowed"
+    if isinstance(node, ast.Lambda):
+        return f"lambda {snippet} is not allowed"
+    if isinstance(node, ast.Compare):
+        return f"comparison {snippet} is not allowed"
+    if isinstance(node, ast.Constant):
+        kind = "string" if isinstance(node.value, (str, bytes)) else "literal"
+        return f"{kind} {snippet} is not allowed (only real numbers)"
+    if isinstance(node, ast.BinOp):
+        symbol = {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@"}.get(type(node.op))
+        symbol = symbol or type(node.op).__name__
+        return f"operator '{symbol}' in {snippet} is not allowed (use + - * / **)"
+    if isinstance(node, ast.UnaryOp):
+        symbol = {ast.Not: "not", ast.Invert: "~"}.get(type(node.op), type(node.op).__name__)
+        return f"operator '{symbol}' in {snippet} is not allowed (only unary - and +)"
+    return f"{snippet} ({type(node).__name__}) is not allowed"
+
+
+def _check_param_names(param_names: tuple[str, ...]) -> None:
+    for name in param_names:
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ArgumentError("params", f"{name!r} is not a valid parameter name")
+        if _STATE_NAME.fullmatch(name) or name in _ALIASES:
+            raise ArgumentError(
+                "params", f"{name!r} is a state variable name and cannot be a parameter"
+            )
+        if name in FUNCTIONS or name in CONSTANTS:
+            raise ArgumentError("params", f"{name!r} is a reserved name (function or constant)")
+
+
+def _parse(source: Any) -> ast.Expression:
+    if not isinstance(source, str):
+        raise _fail(f"expected an expression string, got {type(source).__name__}")
+    if len(source) > MAX_LENGTH:
+        raise _fail(f"expression is {len(source)} characters long; the limit is {MAX_LENGTH}")
+    if not source.strip():
+        raise _fail("the expression is empty")
+    try:
+        return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as error:
+        where = f" at column {error.offset}" if error.offset else ""
+        raise _fail(f"syntax error{where}: {error.msg.split(';')[0]}") from None
+    except (RecursionError, MemoryError):
+        raise _fail(f"expression is nested too deeply (limit {MAX_DEPTH} levels)") from None
+    except ValueError as error:  # e.g. integer literals beyond Python's digit limit
+        raise _fail(str(error).split("\n")[0]) from None
+
+
+def _fold(source: str, node: ast.AST, function: Callable[..., Any], *values: float) -> float:
+    """Evaluate a numbers-only sub-expression in float64 torch arithmetic."""
+    result = float(function(*(torch.tensor(v, dtype=torch.float64) for v in values)))
+    if not math.isfinite(result):
+        raise _fail(f"{_snippet(source, node)!r} evaluates to {result} (not a finite number)")
+    return result
+
+
+def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLagrangian:
+    """Validate ``source`` and build the torch Lagrangian it describes.
+
+    Args:
+        source: the expression (see the module docstring for the spelling).
+        param_names: the declared parameters, in θ's order.
+
+    Raises:
+        LagfitError: one line naming the offending token.
+    """
+    param_names = tuple(param_names)
+    _check_param_names(param_names)
+    tree = _parse(source)
+    return _Compiler(source.strip(), param_names).run(tree.body)
+
+
+class _Compiler:
+    """One pass over a parsed expression: validate, fold, emit postfix, analyse."""
+
+    def __init__(self, source: str, param_names: tuple[str, ...]) -> None:
+        self.source = source
+        self.param_names = param_names
+        self.param_index = {name: i for i, name in enumerate(param_names)}
+        self.program: list[Instruction] = []
+        self.items: list[_Item] = []
+        self.constraints: set[Exponents] = set()  # rows r with r·w = 0 for a symmetry w
+        self.used_coords: set[int] = set()
+        self.used_params: set[str] = set()
+        self.aliases_used: list[str] = []
+
+    def run(self, root: ast.AST) -> CompiledLagrangian:
+        # Iterative post-order walk over (node, depth, in_top_sum, children_done); children
+        # are pushed in reverse so that errors name the leftmost offending token first.
+        # in_top_sum: the node is a term of L's top-level sum (only + - and unary - above).
+        todo: list[tuple[ast.AST, int, bool, bool]] = [(root, 1, True, False)]
+        while todo:
+            node, depth, in_top_sum, children_done = todo.pop()
+            if depth > MAX_DEPTH:
+                raise _fail(f"expression is nested too deeply (limit {MAX_DEPTH} levels)")
+            if children_done:
+                self._emit(node, in_top_sum)
+                continue
+            children = _validated_children(self.source, node, self.param_index)
+            todo.append((node, depth, in_top_sum, True))
+            todo.extend(
+                (child, depth + 1, in_top_sum and _keeps_top_sum(node, child), False)
+                for child in reversed(children)
+            )
+
+        (result,) = self.items
+        dof = _infer_dof(self.used_coords, self.aliases_used)
+        unused = [name for name in self.param_names if name not in self.used_params]
+        if unused:
+            raise ArgumentError(
+                "params", f"parameter {unused[0]!r} does not appear in the Lagrangian "
+                f"(q̈ would not depend on it)"
+            )
+        if not self.param_names:
+            raise ArgumentError("params", "a custom Lagrangian needs at least one parameter")
+        return CompiledLagrangian(
+            source=self.source,
+            param_names=self.param_names,
+            dof=dof,
+            program=tuple(self.program),
+            linear_in_params=result.param_degree <= 1,
+            scale_groups=_scale_groups(self.constraints, self.param_names),
+        )
+
+    # ------------------------------------------------------------------ emission
+
+    def _zero(self) -> Exponents:
+        return (Fraction(0),) * len(self.param_names)
+
+    def _push_constant(self, value: float, n_replaced: int) -> None:
+        """Replace the last ``n_replaced`` (constant) instructions by one folded constant."""
+        del self.program[len(self.program) - n_replaced :]
+        self.program.append((_PUSH_CONST, value))
+        self.items.append(_Item(value, 0.0, self._zero(), False))
+
+    def _emit(self, node: ast.AST, in_top_sum: bool) -> None:
+        if isinstance(node, ast.Constant):
+            self._push_constant(float(node.value), 0)
+        elif isinstance(node, ast.Name):
+            self._emit_name(node.id)
+        elif isinstance(node, ast.UnaryOp):
+            operand = self.items.pop()
+            if isinstance(node.op, ast.UAdd):
+                self.items.append(operand)
+            elif operand.constant is not None:
+                self._push_constant(-operand.constant, 1)
+            else:
+                self.program.append((_UNARY, operator.neg))
+                self.items.append(operand)
+        elif isinstance(node, ast.Call):
+            name = node.func.id  # validated: a Name in FUNCTIONS
+            argument = self.items.pop()
+            if argument.constant is not None:
+                value = _fold(self.source, node, FUNCTIONS[name], argument.constant)
+                self._push_constant(value, 1)
+            else:
+                self.program.append((_UNARY, FUNCTIONS[name]))
+                self.items.append(self._call_item(name, argument))
+        else:  # ast.BinOp, validated
+            right, left = self.items.pop(), self.items.pop()
+            symbol, function = _BINARY[type(node.op)]
+            if left.constant is not None and right.constant is not None:
+                value = _fold(self.source, node, function, left.constant, right.constant)
+                self._push_constant(value, 2)
+            else:
+                self.program.append((_BINARY_OP, function))
+                self.items.append(self._binary_item(symbol, left, right, in_top_sum))
+
+    def _emit_name(self, name: str) -> None:
+        if name in self.param_index:
+            index = self.param_index[name]
+            self.used_params.add(name)
+            self.program.append((_PUSH_PARAM, index))
+            exponents = tuple(Fraction(int(j == index)) for j in range(len(self.param_names)))
+            self.items.append(_Item(None, 1.0, exponents, False))
+        elif name in CONSTANTS:
+            self._push_constant(CONSTANTS[name], 0)
+        else:
+            kind, index = _ALIASES.get(name) or _split_state(name)
+            if index >= MAX_DOF:
+                raise _fail(f"state variable {name!r}: at most {MAX_DOF} coordinates are supported")
+            if name in _ALIASES:
+                self.aliases_used.append(name)
+            self.used_coords.add(index)
+            self.program.append((_PUSH_Q if kind == "q" else _PUSH_QD, index))
+            self.items.append(_Item(None, 0.0, self._zero(), True))
+
+    def _require_invariant(self, exponents: Exponents) -> None:
+        if any(exponents):
+            self.constraints.add(exponents)
+
+    def _call_item(self, name: str, argument: _Item) -> _Item:
+        """f(x) for a non-constant x: abs and sqrt keep a scaling, others need x invariant."""
+        degree = 0.0 if argument.param_degree == 0 else math.inf
+        if name == "abs":
+            exponents = argument.exponents
+        elif name == "sqrt":
+            exponents = tuple(a / 2 for a in argument.exponents)
+        else:
+            self._require_invariant(argument.exponents)
+            exponents = self._zero()
+        return _Item(None, degree, exponents, argument.has_state)
+
+    def _binary_item(self, symbol: str, left: _Item, right: _Item, in_top_sum: bool) -> _Item:
+        """``left symbol right``, at least one side not a plain number."""
+        has_state = left.has_state or right.has_state
+        if symbol in "+-":
+            degree = max(left.param_degree, right.param_degree)
+            if in_top_sum and not (left.has_state and right.has_state):
+                # A state-free term of L's top-level sum only shifts L by a constant.
+                exponents = left.exponents if left.has_state else right.exponents
+            else:
+                self._require_invariant(
+                    tuple(a - b for a, b in zip(left.exponents, right.exponents))
+                )
+                exponents = left.exponents
+            return _Item(None, degree, exponents, has_state)
+        if symbol in "*/":
+            sign = 1 if symbol == "*" else -1
+            exponents = tuple(a + sign * b for a, b in zip(left.exponents, right.exponents))
+            if symbol == "*":
+                degree = left.param_degree + right.param_degree
+            else:
+                degree = left.param_degree if right.param_degree == 0 else math.inf
+            return _Item(None, degree, exponents, has_state)
+        # symbol == "**"
+        if right.constant is not None:
+            power = Fraction(right.constant).limit_denominator(1000)
+            whole = right.constant >= 0 and float(right.constant).is_integer()
+            if left.param_degree == 0:
+                degree = 0.0
+            else:
+                degree = left.param_degree * right.constant if whole else math.inf
+            return _Item(None, degree, tuple(a * power for a in left.exponents), has_state)
+        self._require_invariant(left.exponents)
+        self._require_invariant(right.exponents)
+        degree = 0.0 if left.param_degree == 0 and right.param_degree == 0 else math.inf
+        return _Item(None, degree, self._zero(), has_state)
+
+
+def _keeps_top_sum(parent: ast.AST, child: ast.AST) -> bool:
+    """Whether the terms of ``child`` are still terms of the sum that ``parent`` is in:
+    through + - and unary signs, and through a product with (or division by) a literal."""
+    if isinstance(parent, ast.UnaryOp):
+        return True
+    if not isinstance(parent, ast.BinOp):
+        return False
+    if isinstance(parent.op, (ast.Add, ast.Sub)):
+        return True
+    other = parent.right if child is parent.left else parent.left
+    while isinstance(other, ast.UnaryOp):
+        other = other.operand
+    if isinstance(parent.op, ast.Mult) or (isinstance(parent.op, ast.Div) and child is parent.left):
+        return isinstance(other, ast.Constant)
+    return False
+
+
+def _null_space(rows: set[Exponents], size: int) -> list[list[Fraction]]:
+    """An exact basis of {w : r·w = 0 for every row r} (Gauss–Jordan over the rationals)."""
+    matrix = [list(row) for row in sorted(rows)]
+    pivot_columns: list[int] = []
+    for column in range(size):
+        rank = len(pivot_columns)
+        pivot = next((i for i in range(rank, len(matrix)) if matrix[i][column] != 0), None)
+        if pivot is None:
+            continue
+        matrix[rank], matrix[pivot] = matrix[pivot], matrix[rank]
+        lead = matrix[rank][column]
+        matrix[rank] = [value / lead for value in matrix[rank]]
+        for i, row in enumerate(matrix):
+            if i != rank and row[column] != 0:
+                factor = row[column]
+                matrix[i] = [a - factor * b for a, b in zip(row, matrix[rank])]
+        pivot_columns.append(column)
+    basis = []
+    for free in (c for c in range(size) if c not in pivot_columns):
+        vector = [Fraction(0)] * size
+        vector[free] = Fraction(1)
+        for row, pivot_column in enumerate(pivot_columns):
+            vector[pivot_column] = -matrix[row][free]
+        basis.append(vector)
+    return basis
+
+
+def _scale_groups(
+    constraints: set[Exponents], param_names: tuple[str, ...]
+) -> tuple[tuple[str, ...], ...]:
+    """Disjoint parameter groups spanning the scaling symmetries {w : C w = 0}.
+
+    When no such groups span them (a weighted symmetry), every parameter the symmetries
+    move becomes a one-member group, i.e. is reported as not identifiable on its own.
+    """
+    basis = _null_space(constraints, len(param_names))
+    groups: dict[tuple[Fraction, ...], list[str]] = {}
+    for j, name in enumerate(param_names):
+        row = tuple(vector[j] for vector in basis)
+        if any(row):
+            groups.setdefault(row, []).append(name)
+    result = tuple(tuple(group) for group in groups.values())
+    representable = len(result) == len(basis) and not any(
+        sum(r for r, name in zip(row, param_names) if name in group)
+        for group in result
+        for row in constraints
+    )
+    if representable:
+        return result
+    # A weighted symmetry: claim nothing for the parameters it moves.
+    return tuple((name,) for group in result for name in group)
+
+
+def _validated_children(source: str, node: ast.AST, param_index: Mapping[str, int]) -> list:
+    """The sub-expressions of an allowed node; raise for anything not on the whitelist."""
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            raise _fail(_describe(source, node))
+        try:
+            finite = math.isfinite(float(node.value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise _fail(f"number {_snippet(source, node)!r} is too large")
+        return []
+    if isinstance(node, ast.Name):
+        if not (
+            node.id in param_index
+            or node.id in CONSTANTS
+            or node.id in _ALIASES
+            or _STATE_NAME.fullmatch(node.id)
+        ):
+            if node.id in FUNCTIONS:
+                raise _fail(f"function {node.id!r} must be called, e.g. {node.id}(q0)")
+            raise _fail(
+                f"unknown name {node.id!r} (state variables: q0, q1, ..., qd0, qd1, ...; "
+                f"parameters: {', '.join(param_index) or 'none'})"
+            )
+        return []
+    if isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, (ast.USub, ast.UAdd)):
+            raise _fail(_describe(source, node))
+        return [node.operand]
+    if isinstance(node, ast.BinOp):
+        if type(node.op) not in _BINARY:
+            raise _fail(_describe(source, node))
+        return [node.left, node.right]
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name):
+            raise _fail(_describe(source, node.func))
+        name = node.func.id
+        if name not in FUNCTIONS:
+            raise _fail(
+                f"unknown function {name!r} (allowed functions: {', '.join(FUNCTIONS)})"
+            )
+        if node.keywords:
+            keyword_name = node.keywords[0].arg or "**"
+            raise _fail(f"keyword argument '{keyword_name}=' in call of {name!r} is not allowed")
+        if len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+            raise _fail(f"function {name!r} takes exactly one argument: {_snippet(source, node)!r}")
+        return [node.args[0]]
+    raise _fail(_describe(source, node))
+
+
+def _split_state(name: str) -> tuple[str, int]:
+    match = _STATE_NAME.fullmatch(name)
+    assert match is not None  # validated
+    return match.group(1), int(match.group(2))
+
+
+def _infer_dof(used_coords: set[int], aliases_used: list[str]) -> int:
+    if not used_coords:
+        raise _fail("no state variable (q0, qd0, ...) appears in the expression")
+    dof = max(used_coords) + 1
+    missing = sorted(set(range(dof)) - used_coords)
+    if missing:
+        raise _fail(
+            f"coordinate {missing[0]} is never used (no q{missing[0]} or qd{missing[0]}); "
+            f"number the coordinates q0, q1, ... without gaps"
+        )
+    if aliases_used and dof > 1:
+        alias = aliases_used[0]
+        raise _fail(
+            f"{alias!r} is shorthand for {alias}0 in a one-coordinate Lagrangian; "
+            f"with {dof} coordinates write {alias}0"
+        )
+    return dof
+
+
+@register_system("custom")
+def custom_system(spec: Mapping[str, Any]) -> System:
+    """``system=custom``: the Lagrangian in ``spec["lagrangian"]`` over ``spec["params"]``."""
+    params = spec.get("params")
+    if not isinstance(params, Mapping) or not params:
+        raise ArgumentError(
+            "params", "a custom Lagrangian needs a mapping of parameter names to true "
+            "values, e.g. {m: 1.0, k: 2.0}"
+        )
+    source = spec.get("lagrangian")
+    if source is None:
+        raise _fail(
+            "system=custom needs an expression, e.g. "
+            '"0.5*m*qd0**2 - 0.5*k*q0**2"'
+        )
+    compiled = compile_lagrangian(source, tuple(params))
+    return System(
+        name="custom",
+        lagrangian=compiled,
+        param_names=compiled.param_names,
+        dof=compiled.dof,
+        scale_groups=compiled.scale_groups,
+        linear_in_params=compiled.linear_in_params,
+    )
