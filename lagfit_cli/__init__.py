@@ -17,6 +17,12 @@ from typing import Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "fit": "lagfit_cli.core.api",
+    "fit_dataset": "lagfit_cli.core.api",
+    "read_csv": "lagfit_cli.core.api",
+    "FitOptions": "lagfit_cli.core.api",
+    "FitReport": "lagfit_cli.core.api",
+    "Dataset": "lagfit_cli.core.data",
     "LagfitError": "lagfit_cli.core.errors",
     "ArgumentError": "lagfit_cli.core.errors",
     "System": "lagfit_cli.core.systems",

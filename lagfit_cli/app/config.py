@@ -61,17 +61,26 @@ class NoiseConf:
 
 @dataclass
 class InitConf:
-    #: number of gradient-descent starts, run together as one batch
+    #: decades (log-uniform around center, the default) | box (the report's ±box_width
+    #: around the truth where it is known)
+    name: str = "decades"
+    #: number of starts, run together as one batch
     n_starts: int = 16
-    #: initial guesses are uniform in [truth − box_width, truth + box_width] per parameter
+    #: init=box: initial guesses are uniform in [c − box_width, c + box_width] per parameter
     box_width: float = 1.0
-    #: the box centre for parameters whose true value is unknown (system.params.X=null)
+    #: init=decades: guesses are center·10^U(−decades, decades)
+    decades: float = 1.0
+    #: the centre of the guesses (box: for parameters whose true value is unknown)
     center: float = 1.0
+    #: add the start solved from the equation-error system (L linear in θ or in
+    #: coefficients of θ; optim=lm)
+    exact_start: bool = True
 
 
 @dataclass
 class OptimConf:
-    name: str = "gd"
+    #: lm (Levenberg–Marquardt, the default) | gd (the seed report's gradient descent)
+    name: str = "lm"
     #: ε₀ of the adaptive rate ε = ε₀·exp(−(ε₀|∇loss|)³) (seed report, eq. 2): a number
     #: > 0, or "auto" (chosen from gradients sampled over the init box; see step_size.py)
     lr: Any = 0.1
@@ -85,6 +94,12 @@ class OptimConf:
     auto_step_fraction: float = 0.1
     #: optim.lr=auto: gradients are sampled at this many guesses in the init box (+ the starts)
     auto_samples: int = 256
+    #: optim=lm: a start has converged when an accepted step lowers the cost by less than
+    #: ftol of itself, moves θ by less than xtol of |θ|, or every Jacobian column is within
+    #: gtol of orthogonal to the residual
+    ftol: float = 1e-10
+    xtol: float = 1e-10
+    gtol: float = 1e-8
 
 
 @dataclass
@@ -117,6 +132,9 @@ class CheckConf:
     #: fail the run (non-zero exit) if any identifiable ratio misses the truth by more
     #: than this relative error; None disables the check (used by experiment=smoke)
     max_ratio_rel_error: Optional[float] = None
+    #: task=fit exits 3 (with a WARNING line) when the fit cannot be trusted: the best
+    #: start did not converge, or the starts at the lowest loss disagree
+    require_converged: bool = True
 
 
 @dataclass
@@ -271,7 +289,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.threads < 0:
         _fail("threads", f"must be 0 (torch's default) or a positive count, got {cfg.threads}")
     _check_choice("data.name", cfg.data.name, DATASETS)
-    _check_choice("optim.name", cfg.optim.name, {"gd"})
+    _check_choice("optim.name", cfg.optim.name, {"gd", "lm"})
+    _check_choice("init.name", cfg.init.name, {"box", "decades"})
+    _check_positive("init.decades", cfg.init.decades, strict=False)
+    for key in ("ftol", "xtol", "gtol"):
+        _check_positive(f"optim.{key}", cfg.optim[key], strict=False)
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})

@@ -88,7 +88,7 @@ def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
     report = TASKS[cfg.task.name](cfg)
 
     report.metrics["runtime_s"] = time.perf_counter() - started
-    failed_check = check_failure(cfg, report.metrics)
+    failed_check = report.failed_check or check_failure(cfg, report.metrics)
     report.metrics["status"] = "check_failed" if failed_check else "ok"
     report.write(run_dir, cfg.report.format, cfg.report.dpi)
     for line in report.summary:

@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.errors import ArgumentError, LagfitError
-from lagfit_cli.core.systems import System, register_system
+from lagfit_cli.core.systems import Coefficients, System, register_system
 
 MAX_LENGTH = 10_000  #: characters
 MAX_DEPTH = 200  #: nesting levels of the syntax tree
@@ -252,11 +252,93 @@ def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLag
     return _Compiler(source.strip(), param_names).run(tree.body)
 
 
+def _compile_part(source: str, names: tuple[str, ...]) -> CompiledLagrangian:
+    """Compile a piece that lagfit itself assembled from a validated expression (a
+    coefficient or the Lagrangian in coefficients): names need not all appear."""
+    return _Compiler(source, names, require_all=False).run(_parse(source).body)
+
+
+def _signed_terms(node: ast.AST, sign: int = 1):
+    """The terms of a sum, with their signs: ``a - (b + c)`` -> (+1, a), (-1, b), (-1, c)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        yield from _signed_terms(node.left, sign)
+        yield from _signed_terms(node.right, sign if isinstance(node.op, ast.Add) else -sign)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        yield from _signed_terms(node.operand, -sign if isinstance(node.op, ast.USub) else sign)
+    else:
+        yield sign, node
+
+
+def _factors(node: ast.AST, power: int = 1):
+    """The factors of a product, with ±1 powers: ``a*b/c`` -> (1, a), (1, b), (−1, c)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        yield from _factors(node.left, power)
+        yield from _factors(node.right, power if isinstance(node.op, ast.Mult) else -power)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        yield 1, ast.Constant(-1.0)
+        yield from _factors(node.operand, power)
+    else:
+        yield power, node
+
+
+def _product(parts: list[str]) -> str:
+    return "*".join(parts) if parts else "1"
+
+
+def separate(source: str, param_names: tuple[str, ...]) -> Optional[Coefficients]:
+    """L as Σₖ cₖ(θ) φₖ(q, q̇) + φ₀(q, q̇), read off a validated expression's tree, or None.
+
+    Every term of the top-level sum must be a product (and quotient) of factors each of which
+    depends on parameters only, on states only, or on neither; terms with the same state
+    part share one coefficient, terms with no state are dropped (a constant in L moves
+    nothing). ``k*(q + b)`` is not separable in this sense (its factor mixes both).
+    """
+    tree = _parse(source).body
+    params = set(param_names)
+    coefficient_parts: dict[str, list[str]] = {}
+    offset: list[str] = []
+    for sign, term in _signed_terms(tree):
+        param_side: list[str] = [] if sign > 0 else ["(-1)"]
+        state_side: list[str] = []
+        for power, factor in _factors(term):
+            names = {n.id for n in ast.walk(factor) if isinstance(n, ast.Name)} - {"pi"}
+            names -= set(FUNCTIONS)
+            text = f"({ast.unparse(factor)})" if power > 0 else f"(1/({ast.unparse(factor)}))"
+            uses_params, uses_state = bool(names & params), bool(names - params)
+            if uses_params and uses_state:
+                return None
+            (state_side if uses_state else param_side).append(text)
+        if not state_side:
+            continue  # a constant term
+        state = _product(sorted(state_side))
+        if not any(isinstance(n, ast.Name) and n.id in params for n in ast.walk(term)):
+            offset.append(f"{_product(param_side)}*{state}")
+        else:
+            coefficient_parts.setdefault(state, []).append(_product(param_side))
+    if not coefficient_parts:
+        return None
+    states = list(coefficient_parts)
+    names = tuple(" + ".join(parts) for parts in coefficient_parts.values())
+    coefficient_programs = [_compile_part(name, param_names) for name in names]
+    slots = tuple(f"c{k}" for k in range(len(states)))
+    in_coefficients = " + ".join(
+        [f"{slot}*{state}" for slot, state in zip(slots, states)] + offset
+    )
+    lagrangian = _compile_part(in_coefficients, slots)
+
+    def of_params(theta: Tensor) -> Tensor:
+        empty = theta[..., :0]
+        return torch.stack([c(empty, empty, theta) for c in coefficient_programs], dim=-1)
+
+    return Coefficients(of_params, lagrangian, names)
+
+
 class _Compiler:
     """One pass over a parsed expression: validate, fold, emit postfix, analyse."""
 
-    def __init__(self, source: str, param_names: tuple[str, ...]) -> None:
+    def __init__(self, source: str, param_names: tuple[str, ...], require_all: bool = True) -> None:
         self.source = source
+        self.require_all = require_all
         self.param_names = param_names
         self.param_index = {name: i for i, name in enumerate(param_names)}
         self.program: list[Instruction] = []
@@ -286,14 +368,14 @@ class _Compiler:
             )
 
         (result,) = self.items
-        dof = _infer_dof(self.used_coords, self.aliases_used)
+        dof = _infer_dof(self.used_coords, self.aliases_used) if self.used_coords or self.require_all else 0
         unused = [name for name in self.param_names if name not in self.used_params]
-        if unused:
+        if unused and self.require_all:
             raise ArgumentError(
                 "params", f"parameter {unused[0]!r} does not appear in the Lagrangian "
                 f"(q̈ would not depend on it)"
             )
-        if not self.param_names:
+        if not self.param_names and self.require_all:
             raise ArgumentError("params", "a custom Lagrangian needs at least one parameter")
         return CompiledLagrangian(
             source=self.source,
@@ -589,4 +671,5 @@ def custom_system(spec: Mapping[str, Any]) -> System:
         dof=compiled.dof,
         scale_groups=compiled.scale_groups,
         linear_in_params=compiled.linear_in_params,
+        coefficients=None if compiled.linear_in_params else separate(source, compiled.param_names),
     )

@@ -51,7 +51,9 @@ def loss_on_batch(
 
 # --------------------------------------------------------------------------- descent
 
-CONVERGED, MAX_ITERS, DIVERGED = "converged", "max_iters", "diverged"
+CONVERGED, STALLED, MAX_ITERS, DIVERGED = "converged", "stalled", "max_iters", "diverged"
+#: every start ends in one of these (see ``lm`` for when a start has converged or stalled)
+STATUSES = (CONVERGED, STALLED, MAX_ITERS, DIVERGED)
 
 
 @dataclass
@@ -80,6 +82,9 @@ class FitResult:
     #: the ε₀ the descent ran with, and how it was chosen (e.g. optim.lr=auto's numbers)
     lr0: float = float("nan")
     lr_info: dict = field(default_factory=dict)
+    #: the optimiser: "gd" (the report's gradient descent) or "lm" (Levenberg–Marquardt);
+    #: history.lr holds gd's rate ε or lm's damping λ
+    method: str = "gd"
 
     @property
     def best(self) -> int:

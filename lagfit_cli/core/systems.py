@@ -28,6 +28,26 @@ ClosedForm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
+class Coefficients:
+    """L(q, q̇; θ) = Σₖ cₖ(θ) φₖ(q, q̇) + φ₀(q, q̇): linear in K coefficients c(θ).
+
+    Many Lagrangians nonlinear in their physical parameters are linear in a few products of
+    them (the double pendulum in (m1 + m2) l1², m2 l2², ...). Eq. 6 is then linear in c, so
+    the parameter-linear machinery (basis once per dataset, equation-error start, cheap
+    Jacobians ∂q̈/∂θ = ∂q̈/∂c · ∂c/∂θ) works in c-space.
+
+    Attributes:
+        of_params: θ (..., P) -> c (..., K), smooth.
+        lagrangian: L(q, qd, c), linear in c (the φₖ weighted by c, plus φ₀).
+        names: a readable name of each cₖ (e.g. ``m2*l1*l2``).
+    """
+
+    of_params: Callable[[Tensor], Tensor]
+    lagrangian: Lagrangian
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class System:
     """The math of one mechanical system.
 
@@ -47,6 +67,8 @@ class System:
             one group of all parameters (right whenever every term of L is linear in θ).
         linear_in_params: whether L = L₀(q, q̇) + Σⱼ θⱼ φⱼ(q, q̇) (degree ≤ 1 in θ), which
             makes the Euler–Lagrange equations linear in θ; ``None`` when unknown.
+        coefficients: for a system nonlinear in θ, its form Σₖ cₖ(θ) φₖ when it has one
+            (see ``Coefficients``); ``None`` otherwise.
     """
 
     name: str
@@ -57,6 +79,7 @@ class System:
     coord_names: tuple[str, ...] = ()
     scale_groups: Optional[tuple[tuple[str, ...], ...]] = None
     linear_in_params: Optional[bool] = None
+    coefficients: Optional[Coefficients] = None
 
     def __post_init__(self) -> None:
         if not self.coord_names:
@@ -255,6 +278,16 @@ def _pendulum_qdd(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     return (-(g / length) * torch.sin(q[..., 0])).unsqueeze(-1)
 
 
+def _pendulum_coefficients(theta: Tensor) -> Tensor:
+    """c = (m l², m g l): L = c₀ ½ q̇² + c₁ cos q."""
+    m, length, g = theta[..., 0], theta[..., 1], theta[..., 2]
+    return torch.stack((m * length**2, m * g * length), dim=-1)
+
+
+def _pendulum_in_coefficients(q: Tensor, qd: Tensor, c: Tensor) -> Tensor:
+    return 0.5 * c[..., 0] * qd[..., 0] ** 2 + c[..., 1] * torch.cos(q[..., 0])
+
+
 def _double_pendulum_lagrangian(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     """Planar double pendulum, θ = (m1, m2, l1, l2, g), q = (θ1, θ2) from the vertical.
 
@@ -278,6 +311,28 @@ def _double_pendulum_lagrangian(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
     )
     potential = -(m1 + m2) * g * l1 * torch.cos(th1) - m2 * g * l2 * torch.cos(th2)
     return kinetic - potential
+
+
+def _double_pendulum_coefficients(theta: Tensor) -> Tensor:
+    """c = ((m1+m2) l1², m2 l2², m2 l1 l2, (m1+m2) g l1, m2 g l2), in the order of the terms
+    ½ c₀ θ̇1² + ½ c₁ θ̇2² + c₂ θ̇1 θ̇2 cos(θ1 − θ2) + c₃ cos θ1 + c₄ cos θ2."""
+    m1, m2, l1, l2, g = (theta[..., i] for i in range(5))
+    total = m1 + m2
+    return torch.stack(
+        (total * l1**2, m2 * l2**2, m2 * l1 * l2, total * g * l1, m2 * g * l2), dim=-1
+    )
+
+
+def _double_pendulum_in_coefficients(q: Tensor, qd: Tensor, c: Tensor) -> Tensor:
+    th1, th2 = q[..., 0], q[..., 1]
+    w1, w2 = qd[..., 0], qd[..., 1]
+    return (
+        0.5 * c[..., 0] * w1**2
+        + 0.5 * c[..., 1] * w2**2
+        + c[..., 2] * w1 * w2 * torch.cos(th1 - th2)
+        + c[..., 3] * torch.cos(th1)
+        + c[..., 4] * torch.cos(th2)
+    )
 
 
 def _double_pendulum_qdd(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
@@ -358,6 +413,9 @@ PENDULUM = register_fixed_system(
         closed_form=_pendulum_qdd,
         scale_groups=(("m",), ("l", "g")),
         linear_in_params=False,
+        coefficients=Coefficients(
+            _pendulum_coefficients, _pendulum_in_coefficients, ("m*l**2", "m*g*l")
+        ),
     )
 )
 DOUBLE_PENDULUM = register_fixed_system(
@@ -369,6 +427,11 @@ DOUBLE_PENDULUM = register_fixed_system(
         closed_form=_double_pendulum_qdd,
         scale_groups=(("m1", "m2"), ("l1", "l2", "g")),
         linear_in_params=False,
+        coefficients=Coefficients(
+            _double_pendulum_coefficients,
+            _double_pendulum_in_coefficients,
+            ("(m1+m2)*l1**2", "m2*l2**2", "m2*l1*l2", "(m1+m2)*g*l1", "m2*g*l2"),
+        ),
     )
 )
 COUPLED_OSCILLATORS = register_fixed_system(

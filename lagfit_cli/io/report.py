@@ -11,10 +11,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported only when figures are written
+    from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"
 #: a failed job's message (line 1) and ``exit code N`` (line 2)
@@ -27,8 +29,10 @@ FIGURES_DIR = "figures"
 @dataclass
 class Report:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, Figure] = field(default_factory=dict)
+    figures: dict[str, "Figure"] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: why the run failed its own check (a fit that cannot be trusted): exit code 3
+    failed_check: Optional[str] = None
     #: human-readable lines logged at the end of the run
     summary: list[str] = field(default_factory=list)
 

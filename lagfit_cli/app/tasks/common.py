@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,18 +13,10 @@ from lagfit_cli.core.data import DataRequest, Dataset, build_dataset
 from lagfit_cli.core.solvers import Solver, check_mass_matrix, make_solver
 from lagfit_cli.core.errors import LagfitError
 from lagfit_cli.core.noise import add_noise
+from lagfit_cli.core.random import generator
 from lagfit_cli.core.systems import ParameterRatio, System, build_system, true_params
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: independent random streams, so that e.g. changing n_starts never changes the noise
-STREAMS = {"data": 0, "noise": 1, "init": 2}
-STREAMS.update({"auto_lr": 3, "noise_study": 4})
-
-
-def generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU generator for one named stream of one seed."""
-    digest = hashlib.sha256(f"{seed}:{STREAMS[stream]}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 @dataclass
@@ -69,6 +60,12 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     clean64 = build_dataset(request)
     # synthetic data were checked at the truth before their targets were made
     if not clean64.synthetic:
+        # measured data: a built-in default is no truth; only values the user gave are
+        given = user_given_params(system)
+        truth64 = torch.where(
+            torch.tensor([n in given for n in system.param_names]), truth64, torch.nan
+        )
+        center64 = torch.where(torch.isnan(truth64), float(cfg.init.center), truth64)
         check_measured_mass_matrix(system, clean64, truth64, center64)
     check_finite_targets(clean64)
     clean = clean64.to(dtype, device)
@@ -78,6 +75,24 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     return Problem(
         system, spec, truth, ratios, solver, clean, noisy, dtype, device, cfg.seed, center
     )
+
+
+def user_given_params(system: System) -> set[str]:
+    """The parameters whose value the user gave on the command line (``system.params.X=v``,
+    ``system.params={...}``, or a whole ``system=custom``), as Hydra recorded the overrides.
+    Outside a Hydra run (tests calling a task directly) every parameter counts as given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set(system.param_names)
+    given: set[str] = set()
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "system.params" or (key == "system" and value == "custom"):
+            given.update(system.param_names)
+        elif key.startswith("system.params."):
+            given.add(key.split(".", 2)[2])
+    return given
 
 
 def _values(system: System, theta: Tensor) -> str:
@@ -118,16 +133,3 @@ def problem_metrics(task: str, problem: Problem) -> dict:
         "true_params": {n: float(v) for n, v in zip(names, problem.truth.tolist())},
         "n_points": problem.data.n_points,
     }
-
-
-def initial_guesses(problem: Problem, n_starts: int, box_width: float) -> Tensor:
-    """Uniform in [c − w, c + w] per parameter (seed report §2.2): (B, P).
-
-    The centre c is the true value (as in the report), or ``init.center`` for a value that
-    is unknown (``system.params.X=null``).
-    """
-    gen = generator(problem.seed, "init")
-    unit = torch.rand((n_starts, problem.system.n_params), generator=gen, dtype=torch.float64)
-    center = problem.center.to(device="cpu", dtype=torch.float64)
-    guesses = center + box_width * (2 * unit - 1)
-    return guesses.to(dtype=problem.dtype, device=problem.device)

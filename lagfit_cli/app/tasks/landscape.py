@@ -13,12 +13,14 @@ from omegaconf import DictConfig
 from lagfit_cli.io import plots
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.errors import LagfitError
-from lagfit_cli.core.fit import DIVERGED, relative_error, reported_values
+from lagfit_cli.core.api import IDENTIFIABLE
+from lagfit_cli.core.fit import DIVERGED, STATUSES, relative_error, reported_values
 from lagfit_cli.core.landscape import Landscape, followers, landscape_pair, loss_landscape, parameter_grid
 from lagfit_cli.io.report import Report
 from . import register_task
 from lagfit_cli.app.tasks.common import Problem, prepare_problem, problem_metrics
-from lagfit_cli.app.tasks.fit import history_table, identifiable_rows, run_fit
+from lagfit_cli.app.tasks.fit import run_fit
+from lagfit_cli.io.tables import history_table
 
 
 def landscape_indices(cfg: DictConfig, problem: Problem) -> tuple[int, int]:
@@ -118,11 +120,12 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
         report.figures["fig2_landscape"] = fig
 
     if cfg.init.n_starts > 1:
-        result = run_fit(cfg, problem)
-        report.tables["landscape_paths"] = history_table(problem, result)
-        counts = {s: result.status.count(s) for s in ("converged", "max_iters", "diverged")}
+        # Fig. 8 is the report's gradient descent from starts in a box around the truth
+        result = run_fit(cfg, problem, optimizer="gd").result
+        report.tables["landscape_paths"] = history_table(problem.system, result)
+        counts = {s: result.status.count(s) for s in STATUSES}
         converged = [b for b, status in enumerate(result.status) if status == "converged"]
-        known = identifiable_rows(problem)
+        known = [r for r, row in enumerate(problem.ratios) if row.status in IDENTIFIABLE]
         ratios = reported_values(problem.system, problem.ratios, result.theta)[:, known]
         true_ratios = reported_values(problem.system, problem.ratios, problem.truth)[known]
         metrics["paths"] = {

