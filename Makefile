@@ -23,7 +23,7 @@ $(BIN)/python:
 # -q: a newcomer sees the run, not pip's progress; errors still print. The filter hides
 # setuptools' note that every editable install of a flat layout prints ("Editable installation.").
 $(STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing lagfit and its dependencies into $(VENV) (first time: a minute or two)"
+	@echo "installing lagfit and its dependencies into $(VENV) (first time: a few minutes)"
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[test,joblib,slurm]"
