@@ -20,10 +20,13 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# -q: a newcomer sees the run, not pip's progress; errors still print. The filter hides
+# setuptools' note that every editable install of a flat layout prints ("Editable installation.").
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --upgrade pip >/dev/null
-	$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[test,joblib,slurm]"
+	@echo "installing lagfit and its dependencies into $(VENV) (first time: a few minutes)"
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[test,joblib,slurm]"
 	touch $(STAMP)
 
 setup: $(STAMP)
