@@ -11,10 +11,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # pandas and matplotlib: imported by whoever makes the tables and figures
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"
 #: a failed job's message (line 1) and ``exit code N`` (line 2)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from lagfit_cli.io import plots
 from lagfit_cli.core.solvers import check_mass_matrix, make_loss_and_grad
 from lagfit_cli.core.errors import LagfitError
 from lagfit_cli.core.fit import (
@@ -23,7 +23,7 @@ from lagfit_cli.core.fit import (
     relative_error,
     reported_values,
 )
-from lagfit_cli.core.landscape import landscape_pair, loss_landscape, span
+from lagfit_cli.core.landscape import loss_landscape, span
 from lagfit_cli.io.report import Report
 from lagfit_cli.core.step_size import auto_lr
 from . import register_task
@@ -225,8 +225,10 @@ def summary_lines(problem: Problem, metrics: dict) -> list[str]:
 
 
 def fit_figures(
-    cfg: DictConfig, problem: Problem, result: FitResult, pair: tuple[int, int]
+    cfg: DictConfig, problem: Problem, result: FitResult, pair: Optional[tuple[int, int]]
 ) -> dict:
+    from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
+
     system, data = problem.system, problem.data
     label = f"{system.name}, σ = {cfg.noise.sigma:g}"
     best_theta = result.theta[result.best]
@@ -244,13 +246,13 @@ def fit_figures(
         )}
 
     # Figs. 3/8: paths of two parameters over their loss landscape
-    if system.n_params >= 2:
+    if pair is not None:
         ix, iy = pair
         reference = problem.truth if problem.truth_known else best_theta
         theta_path = result.history.theta  # (T, B, P)
         xs = theta_path[..., ix].reshape(-1)
         ys = theta_path[..., iy].reshape(-1)
-        res = cfg.report.landscape_resolution
+        res = cfg.task.resolution
         x_lo, x_hi = span(xs, float(reference[ix]))
         y_lo, y_hi = span(ys, float(reference[iy]))
         grid = lambda lo, hi: torch.linspace(lo, hi, res, dtype=problem.dtype, device=problem.device)  # noqa: E731
@@ -294,7 +296,10 @@ def fit_figures(
 @register_task("fit")
 def fit_task(cfg: DictConfig) -> Report:
     problem = prepare_problem(cfg)
-    pair = landscape_pair(problem.system, cfg.report.landscape_params, cfg.system.gauge)
+    from lagfit_cli.app.tasks.landscape import landscape_indices
+
+    # the pair of Fig. 3, checked before the fit runs
+    pair = landscape_indices(cfg, problem) if problem.system.n_params >= 2 else None
     started = time.perf_counter()
     result = run_fit(cfg, problem)
     fit_s = time.perf_counter() - started
