@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test smoke bench clean help
+.PHONY: setup run test test-fast smoke bench clean help
 
 help:
 	@echo "make run     create .venv, install, run the default experiment (ARGS='...' adds overrides)"
 	@echo "make test    install if needed, run the whole test suite"
+	@echo "make test-fast  the suite without the tests marked slow (wheel build, launcher sweeps)"
 	@echo "make smoke   the CI smoke experiment (exit non-zero if the fit misses the truth)"
 	@echo "make bench   the solver benchmark (benchmark.csv + Fig. 7)"
 	@echo "make clean   remove the venv, caches and run outputs"
@@ -39,6 +40,9 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)

@@ -1,16 +1,107 @@
+"""Shared fixtures.
+
+``lagfit``: ``lagfit run ...`` in this process (``cli.main``), with stdout/stderr captured and
+every piece of process-wide state the run may touch put back afterwards; the exit code,
+output and files are what the command gives. ``lagfit_subprocess``: the same in a real
+child process, for the few tests that check the command itself (entry point, start-up).
+"""
+
+import contextlib
+import io
 import json
+import logging
+import os
 import subprocess
 import sys
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
-import torch
+
+# figures go to files in tests (the command sets this too; the library never does)
+os.environ["MPLBACKEND"] = "Agg"
+
+import torch  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 
 
+@dataclass
+class CliResult:
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+    run_dir: Optional[Path] = None
+
+
+@contextlib.contextmanager
+def process_state_restored():
+    """Put back what a run changes process-wide: torch dtype/threads, env, argv, cwd,
+    logging handlers, warning filters, Hydra's global state, open pyplot figures."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    environ, argv, cwd = dict(os.environ), list(sys.argv), os.getcwd()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = {name: (list(lg.handlers), lg.level, lg.propagate)
+               for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    GlobalHydra.instance().clear()
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv[:] = argv
+        os.chdir(cwd)
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if not isinstance(lg, logging.Logger):
+                continue
+            for handler in lg.handlers:
+                if handler not in loggers.get(name, ([],))[0]:
+                    handler.close()
+            if name in loggers:
+                lg.handlers[:], lg.level, lg.propagate = loggers[name]
+            else:
+                lg.handlers.clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+
+def call_cli(args: list, cwd: Path) -> CliResult:
+    """``lagfit ARGS`` in this process, from ``cwd``: exit code, stdout and stderr."""
+    from lagfit_cli.app import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with process_state_restored():
+        os.chdir(cwd)
+        # Hydra's log handlers bind sys.stderr when a job configures logging, i.e. inside
+        # this block: the captured stderr holds the log lines as a terminal would
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001  what the command would print before exit code 1
+                traceback.print_exc()
+                code = 1
+    return CliResult(list(args), code, out.getvalue(), err.getvalue())
+
+
 class LagfitRun:
-    """Runs ``lagfit run ...`` as a user would: a subprocess, into a folder of tmp_path."""
+    """``lagfit run ...`` into a folder of tmp_path (in-process; see :func:`call_cli`)."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
@@ -19,15 +110,30 @@ class LagfitRun:
     def __call__(self, *overrides: str, run_dir: Path | None = None, timeout: float = 600):
         self.count += 1
         run_dir = run_dir or self.tmp_path / f"run{self.count}"
-        cmd = [sys.executable, "-m", "lagfit_cli", "run", *overrides, f"hydra.run.dir={run_dir}"]
-        proc = subprocess.run(cmd, cwd=self.tmp_path, capture_output=True, text=True, timeout=timeout)
-        proc.run_dir = run_dir
-        return proc
+        result = call_cli(["run", *overrides, f"hydra.run.dir={run_dir}"], self.tmp_path)
+        result.run_dir = run_dir
+        return result
+
+    def cli(self, *args: str) -> CliResult:
+        """Any ``lagfit`` command line (``run -m ...``, ``summarize DIR``), from tmp_path."""
+        return call_cli(list(args), self.tmp_path)
 
 
 @pytest.fixture
 def lagfit(tmp_path):
     return LagfitRun(tmp_path)
+
+
+def run_subprocess(args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``lagfit ARGS`` as a user types it: a child process (``python -m lagfit_cli``)."""
+    return subprocess.run([sys.executable, "-m", "lagfit_cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def lagfit_subprocess(tmp_path):
+    """For the few true command-line contracts; everything else uses ``lagfit``."""
+    return lambda *args, timeout=600: run_subprocess(args, tmp_path, timeout)
 
 
 def uniform_states(n: int, dof: int = 1, seed: int = 0, scale: float = 1.0):
@@ -40,3 +146,32 @@ def uniform_states(n: int, dof: int = 1, seed: int = 0, scale: float = 1.0):
 
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def compose(*overrides: str):
+    """The composed config of ``lagfit run OVERRIDES`` (no hydra node), as a job sees it."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lagfit_cli.app.config import register_configs
+
+    GlobalHydra.instance().clear()
+    register_configs()
+    try:
+        with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def run_task(*overrides: str):
+    """The Report of ``lagfit run OVERRIDES``'s task, computed in-process and not written:
+    its tables, metrics and matplotlib Figures (for checks of what a figure shows)."""
+    from lagfit_cli.app.config import validate
+    from lagfit_cli.app.tasks import TASKS
+
+    cfg = compose(*overrides)
+    validate(cfg)
+    with process_state_restored():
+        torch.set_num_threads(cfg.threads)
+        return TASKS[cfg.task.name](cfg)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import metrics
+from conftest import metrics, run_task
 from lagfit_cli.core.systems import DUFFING, COUPLED_OSCILLATORS
 
 
@@ -37,7 +37,7 @@ EXPECTED = {
 def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     # the plain command (σ = 0, the system's own data/init/optim defaults); figures are
     # drawn for the D = 2 double pendulum (on a coarse landscape) to check they work
-    extra = ["report.landscape_resolution=12"] if name == "double_pendulum" else ["report.figures=false"]
+    extra = ["task.resolution=12"] if name == "double_pendulum" else ["report.figures=false"]
     proc = lagfit(f"system={name}", *extra)
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
@@ -56,26 +56,27 @@ def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     if name == "double_pendulum":
         assert m["data"] == "uniform" and m["n_points"] == 200  # not a 50⁴ grid
         for figure in ("fig1_qdd", "fig3_fit_paths", "fit_convergence"):
-            assert (proc.run_dir / "figures" / f"{figure}.png").is_file()
+            assert (proc.run_dir / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_d2_grid_draws_q_dd_over_q0_q1(lagfit):
     proc = lagfit(
         "system=coupled_oscillators", "data=grid", "data.n=4", "optim.iters=5",
-        "report.landscape_resolution=6", "report.dpi=40",
+        "task.resolution=6", "report.dpi=40",
     )
     assert proc.returncode == 0, proc.stderr
     assert metrics(proc.run_dir)["n_points"] == 4**4
     assert (proc.run_dir / "figures" / "fig1_qdd.png").is_file()
 
 
-def test_landscape_params_picks_any_pair_and_rejects_a_bad_one(lagfit):
-    ok = lagfit("system=pendulum", "report.landscape_params=[m,l]", "optim.iters=20",
-                "report.landscape_resolution=8", "report.dpi=40")
-    assert ok.returncode == 0, ok.stderr
-    assert (ok.run_dir / "figures" / "fig3_fit_paths.png").is_file()
-    error = one_error_line(lagfit("system=pendulum", "report.landscape_params=[m,m]"))
-    assert "report.landscape_params" in error
+def test_fit_paths_pair_picks_any_pair_and_rejects_a_bad_one(lagfit):
+    report = run_task("system=pendulum", "task.x=m", "task.y=l", "optim.iters=20", "task.resolution=8")
+    ax = report.figures["fig3_fit_paths"].axes[0]
+    assert "m" in ax.get_xlabel() and "l" in ax.get_ylabel() and "g" not in ax.get_xlabel() + ax.get_ylabel()
+    error = one_error_line(lagfit("system=pendulum", "task.x=m", "task.y=m"))
+    assert "task.y: must differ from task.x" in error
+    error = one_error_line(lagfit("system=pendulum", "task.x=z"))
+    assert "task.x: 'z' is not a parameter of 'pendulum'" in error
 
 
 # --------------------------------------------------------------------------- custom, uniform
@@ -86,7 +87,7 @@ def test_custom_lagrangian_with_its_own_parameter_names(lagfit):
         "system=custom",
         'system.lagrangian="0.5*M*qd0**2 - 0.5*K*q0**2 - B*q0**4"',
         "system.params={M: 1.0, K: 2.0, B: 0.25}",
-        "data=uniform", "data.n_points=300", "system.q_bounds=[-1.5,1.5]",
+        "data=uniform", "data.n_points=300", "data.q_bounds=[-1.5,1.5]",
         "optim.lr=0.05", "optim.iters=2000", "report.figures=false",
     )
     assert proc.returncode == 0, proc.stderr
@@ -166,7 +167,7 @@ def test_csv_with_unknown_truths_reports_no_errors_against_made_up_values(lagfit
     proc = lagfit(
         "system=duffing", "data=csv", f"data.path={path}",
         "system.params={m: null, k: null, beta: null}", "init.center=1.0", "init.box_width=0.5",
-        "report.landscape_resolution=12", "report.dpi=60",
+        "task.resolution=12", "report.dpi=60",
     )
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
@@ -191,7 +192,7 @@ def test_csv_from_a_two_coordinate_system(lagfit):
     columns = {f"{kind}{i}": values[:, i] for kind, values in (("q", q), ("qd", qd), ("qdd", qdd)) for i in range(2)}
     pd.DataFrame(columns).to_csv(path, index=False)
     proc = lagfit("system=coupled_oscillators", "data=csv", f"data.path={path}", "optim.iters=20",
-                  "report.landscape_resolution=6", "report.dpi=40")
+                  "task.resolution=6", "report.dpi=40")
     assert proc.returncode == 0, proc.stderr
     assert metrics(proc.run_dir)["n_points"] == 60
     # the same file against a one-coordinate system

@@ -1,37 +1,59 @@
-"""Every config option composes against the schema and passes validation."""
+"""Every config option composes against the schema and passes validation; the wheel ships
+every config file."""
 
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 
-from lagfit_cli.app.config import register_configs, validate
+from conftest import compose
+from lagfit_cli import build_system
+from lagfit_cli.app.config import ConfigError, validate, validate_static
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 
 
 def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def compose_with(*overrides):
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("group", ["system", "data", "noise", "init", "optim", "solver", "task", "experiment"])
 def test_every_option_composes_and_validates(group):
     for option in options(group):
-        cfg = compose_with(f"{group}={option}")
+        cfg = compose(f"{group}={option}")
         validate(cfg)
+        if group == "system" and option != "custom":  # custom starts empty: the user fills it
+            system = build_system(dict(cfg.system))
+            assert list(cfg.system.params) == list(system.param_names)
+            system.parameter_ratios(cfg.system.gauge)  # the configured gauge is accepted
 
 
-def test_installed_package_ships_every_yaml():
-    import lagfit_cli.conf as shipped
+def test_a_system_sets_its_data_bounds_and_the_command_line_wins():
+    assert list(compose("system=pendulum").data.q_bounds) == [-1.5, 1.5]
+    assert list(compose("system=pendulum", "data.q_bounds=[-1,2]").data.q_bounds) == [-1.0, 2.0]
+    assert compose("system=double_pendulum").data.name == "uniform"
+    assert compose("system=double_pendulum", "data=grid").data.name == "grid"
 
-    shipped_dir = Path(shipped.__file__).parent
-    for path in CONF.rglob("*.yaml"):
-        assert (shipped_dir / path.relative_to(CONF)).is_file(), path
+
+def test_task_keys_belong_to_their_task():
+    assert "sigmas" in compose("task=noise_study").task and "sigmas" not in compose("task=fit").task
+    assert compose("task=seed_report").task.keys() == compose("task=noise_study").task.keys()
+    with pytest.raises(ConfigError, match="^task.sigmas: not a config key of task=fit"):
+        validate_static(compose("+task.sigmas=[1]"))
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_every_config_file(tmp_path):
+    """What a pip install gets: the built wheel (not this checkout) holds every conf/**/*.yaml."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT)],
+        check=True, capture_output=True, timeout=600, cwd=tmp_path,
+    )
+    wheel, = tmp_path.glob("lagfit_cli-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".yaml")}
+    expected = {f"lagfit_cli/conf/{path.relative_to(CONF).as_posix()}" for path in CONF.rglob("*.yaml")}
+    assert expected and expected == shipped

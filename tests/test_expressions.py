@@ -328,7 +328,7 @@ def test_the_custom_yaml_builds_through_omegaconf():
 
     from omegaconf import OmegaConf
 
-    spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "system" / "custom.yaml")
+    spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "system" / "custom.yaml").system
     assert spec.params is None and spec.lagrangian is None  # the user gives both
     spec.params = {"m": 1.0, "k": 2.0, "b": 0.1}
     spec.lagrangian = "0.5*m*qd0**2 - 0.5*k*q0**2 - b*q0**4"

@@ -15,8 +15,8 @@ SMALL = ("data.n=10", "report.dpi=40")
 
 
 def test_landscape_valley_and_closed_form(lagfit):
-    proc = lagfit("task=landscape", *SMALL, "landscape.resolution=41", "landscape.x_range=[0.5,3.5]",
-                  "landscape.y_range=[0.3,7.7]", "init.n_starts=4", "optim.iters=300")
+    proc = lagfit("task=landscape", *SMALL, "task.resolution=41", "task.x_range=[0.5,3.5]",
+                  "task.y_range=[0.3,7.7]", "init.n_starts=4", "optim.iters=300")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(proc.run_dir / "landscape.csv")
     assert list(table.columns) == ["m", "k", "loss"] and len(table) == 41 * 41
@@ -41,20 +41,20 @@ def test_landscape_valley_and_closed_form(lagfit):
 
 
 def test_landscape_axes_by_name_and_bad_name(lagfit):
-    proc = lagfit("task=landscape", "system=anharmonic", "landscape.x=m", "landscape.y=alpha",
-                  "landscape.resolution=6", "init.n_starts=1", "data.n=6", "report.figures=false")
+    proc = lagfit("task=landscape", "system=anharmonic", "task.x=m", "task.y=alpha",
+                  "task.resolution=6", "init.n_starts=1", "data.n=6", "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(proc.run_dir / "landscape.csv")
     assert list(table.columns) == ["m", "k", "alpha", "loss"]
     assert np.allclose(table.k / table.m, 2.0)  # k follows the gauge m at its true ratio
-    bad = lagfit("task=landscape", "landscape.x=z")
-    assert bad.returncode == 2 and "lagfit: error: landscape.x: 'z' is not a parameter" in bad.stderr
+    bad = lagfit("task=landscape", "task.x=z")
+    assert bad.returncode == 2 and "lagfit: error: task.x: 'z' is not a parameter" in bad.stderr
 
 
 def test_noise_study_rms_grows_with_sigma(lagfit):
-    proc = lagfit("task=noise_study", *SMALL, "noise_study.sigmas=[0.01,0.1,1.0,0.03]",
-                  "noise_study.realizations=3", "noise_study.slice_points=21", "landscape.resolution=12",
-                  "noise_study.show_sigma=0.1")
+    proc = lagfit("task=noise_study", *SMALL, "task.sigmas=[0.01,0.1,1.0,0.03]",
+                  "task.realizations=3", "task.slice_points=21", "task.resolution=12",
+                  "task.show_sigma=0.1")
     assert proc.returncode == 0, proc.stderr
     rms = pd.read_csv(proc.run_dir / "noise_rms.csv")
     assert rms.sigma.tolist() == [0.01, 0.03, 0.1, 1.0]
@@ -88,8 +88,8 @@ def test_noise_study_rms_grows_with_sigma(lagfit):
 def test_noise_study_targets_scale_as_sigma_squared(lagfit):
     # noise on q̈ alone: noisy − clean loss = 2σ·mean(e z) + σ²·mean(z²) on every slice point,
     # so at large σ the RMS error grows as σ²
-    proc = lagfit("task=noise_study", *SMALL, "noise.apply_to=targets", "noise_study.sigmas=[10,100]",
-                  "noise_study.realizations=2", "noise_study.slice_points=11", "report.figures=false")
+    proc = lagfit("task=noise_study", *SMALL, "noise.apply_to=targets", "task.sigmas=[10,100]",
+                  "task.realizations=2", "task.slice_points=11", "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     rms = pd.read_csv(proc.run_dir / "noise_rms.csv")
     assert 90 < rms.rms_mean[1] / rms.rms_mean[0] < 110
@@ -157,11 +157,11 @@ def test_slice_and_valley_shape():
         ("optim.lr=fast", "optim.lr"),
         ("optim.lr=auto init.box_width=0", "optim.lr"),
         ("optim.lr=auto optim.auto_step_fraction=0", "optim.auto_step_fraction"),
-        ("task=noise_study noise_study.sigmas=[0.1,-1]", "noise_study.sigmas"),
-        ("task=noise_study noise_study.realizations=0", "noise_study.realizations"),
-        ("task=landscape landscape.resolution=1", "landscape.resolution"),
-        ("task=landscape landscape.x_range=[2,1]", "landscape.x_range"),
-        ("task=landscape landscape.x=k landscape.y=k", "landscape.y"),
+        ("task=noise_study task.sigmas=[0.1,-1]", "task.sigmas"),
+        ("task=noise_study task.realizations=0", "task.realizations"),
+        ("task=landscape task.resolution=1", "task.resolution"),
+        ("task=landscape task.x_range=[2,1]", "task.x_range"),
+        ("task=landscape task.x=k task.y=k", "task.y"),
     ],
 )
 def test_study_keys_fail_with_one_line(lagfit, override, expected):
@@ -175,8 +175,8 @@ def test_study_keys_fail_with_one_line(lagfit, override, expected):
 
 def test_seed_report_writes_every_figure(lagfit):
     proc = lagfit("experiment=seed_report", "data.n=8", "init.n_starts=3", "optim.iters=200",
-                  "landscape.resolution=10", "noise_study.sigmas=[0.01,1]", "noise_study.realizations=2",
-                  "noise_study.slice_points=11", "report.dpi=30", "report.format=pdf")
+                  "task.resolution=10", "task.sigmas=[0.01,1]", "task.realizations=2",
+                  "task.slice_points=11", "report.dpi=30", "report.format=pdf")
     assert proc.returncode == 0, proc.stderr
     figures = {p.name for p in (proc.run_dir / "figures").iterdir()}
     for name in ("fig1_qdd", "fig2_landscape", "fig3_fit_paths", "fig4_noise_slice", "fig5_noise_rms",
@@ -192,7 +192,7 @@ def test_seed_report_writes_every_figure(lagfit):
 
 
 def test_a_ratio_check_on_a_task_without_fitted_ratios_fails_cleanly(lagfit):
-    proc = lagfit("task=landscape", "data.n=4", "landscape.resolution=4", "init.n_starts=1",
+    proc = lagfit("task=landscape", "data.n=4", "task.resolution=4", "init.n_starts=1",
                   "report.figures=false", "check.max_ratio_rel_error=1e-6")
     assert proc.returncode == 3, proc.stderr
     assert "reports no fitted ratios" in proc.stderr and "Traceback" not in proc.stderr

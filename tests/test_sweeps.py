@@ -1,21 +1,24 @@
 """Sweeps as a user runs them: `lagfit run -m ...` into tmp_path, then summary.csv, exit codes,
-job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for byte."""
+job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for byte.
+
+The failing sweep and its first `lagfit summarize` are command-line contracts (a child
+process); the other commands run in-process."""
 
 import importlib.util
 import json
 import math
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from conftest import call_cli, run_subprocess
 from lagfit_cli.io import sweep
 
 #: small jobs: 64 points, 4 starts, a coarse landscape
-FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "report.landscape_resolution=12", "report.dpi=50")
+FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "task.resolution=12", "report.dpi=50")
 #: what every finished job folder holds, as a single run's does
 COMPLETE = ("metrics.json", "fit_results.csv", "fit_history.csv", "lagfit.log", ".hydra/config.yaml",
             ".hydra/overrides.yaml", "figures/fig1_qdd.png", "figures/fit_convergence.png")
@@ -23,9 +26,9 @@ COMPLETE = ("metrics.json", "fit_results.csv", "fit_history.csv", "lagfit.log", 
 TIMINGS = ("runtime_s", "fit_s")
 
 
-def lagfit(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lagfit_cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+def lagfit(cwd: Path, *args: str):
+    """``lagfit ARGS`` from ``cwd``, in-process (see conftest.call_cli)."""
+    return call_cli(list(args), cwd)
 
 
 def summary(sweep_dir: Path) -> pd.DataFrame:
@@ -57,7 +60,7 @@ def assert_reruns_identically(tmp_path: Path, job_dir: Path, name: str) -> None:
 def failing_sweep(tmp_path_factory):
     """Six jobs over σ, one of them (σ = −1) bad input: the done-when sweep of issue 6."""
     tmp = tmp_path_factory.mktemp("sweep")
-    proc = lagfit(tmp, "run", "-m", *FAST, "noise.sigma=0,0.001,0.01,0.03,0.1,-1", "hydra.sweep.dir=sw")
+    proc = run_subprocess(["run", "-m", *FAST, "noise.sigma=0,0.001,0.01,0.03,0.1,-1", "hydra.sweep.dir=sw"], tmp)
     return tmp, tmp / "sw", proc
 
 
@@ -99,12 +102,12 @@ def test_summarize_an_existing_or_interrupted_sweep(failing_sweep):
     tmp, sweep_dir, _ = failing_sweep
     before = summary(sweep_dir)
     (sweep_dir / "summary.csv").unlink()
-    proc = lagfit(tmp, "summarize", str(sweep_dir))
+    proc = run_subprocess(["summarize", str(sweep_dir)], tmp)  # a contract: the command itself
     assert proc.returncode == 2, proc.stderr
     assert summary(sweep_dir).equals(before)
     # a job killed mid-way (no metrics.json, no error.txt) is reported, not dropped
     copy = tmp / "interrupted"
-    subprocess.run(["cp", "-r", str(sweep_dir), str(copy)], check=True)
+    shutil.copytree(sweep_dir, copy)
     (copy / "2" / "metrics.json").unlink()
     (copy / "5" / "error.txt").unlink()
     proc = lagfit(tmp, "summarize", str(copy))
@@ -125,6 +128,7 @@ def _plugin(name: str) -> None:
         pytest.skip(f"{name} is not installed (pip install -e '.[{extra}]'; make test installs it)")
 
 
+@pytest.mark.slow
 def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
     """Jobs in joblib worker processes: the parent learns how they ended from their folders."""
     _plugin("hydra_joblib_launcher")
@@ -147,6 +151,7 @@ def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
     assert_reruns_identically(tmp_path, sweep_dir / "1", "job1_alone")
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
     _plugin("hydra_submitit_launcher")
     proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=submitit_local", *FAST, "noise.sigma=0,0.1",
@@ -158,7 +163,7 @@ def test_submitit_local_sweep(tmp_path):
     assert table["k/m_rel_error"][0] < 1e-8 < table["k/m_rel_error"][1]
     for job in ("0", "1"):
         assert_complete(tmp_path / "sw" / job)
-    assert (tmp_path / "sw" / "summary.png").is_file()
+    assert (tmp_path / "sw" / "summary.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_noise_sweep_preset(tmp_path):
@@ -175,19 +180,6 @@ def test_noise_sweep_preset(tmp_path):
     assert plan.x_key == "noise.sigma" and plan.repeat_keys == ["seed"] and len(plan.series) == 1
     assert plan.constants["system"] == "harmonic"
     assert_reruns_identically(tmp_path, tmp_path / "sw" / "3", "job3_alone")  # one preset job, alone
-
-
-def test_system_solver_preset_composes():
-    from hydra import compose, initialize_config_module
-
-    from lagfit_cli.app.config import register_configs
-
-    register_configs()
-    with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
-        cfg = compose("config", ["experiment=system_solver_sweep"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params
-    assert params.solver == "batched,vmap,closed_form"
-    assert params.system == "harmonic,anharmonic,duffing"
 
 
 # --------------------------------------------------------------------------- pure logic

@@ -37,6 +37,9 @@ def error(message: str, code: int = 2) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # the command writes figure files only: matplotlib's file backend, also in a sweep's
+    # worker processes (they inherit the environment); the library never chooses one
+    os.environ["MPLBACKEND"] = "Agg"
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
@@ -62,6 +65,8 @@ def _override_value(args: Sequence[str], key: str) -> Optional[str]:
 
 def run(args: list[str]) -> int:
     """Run the Hydra app on ``args``; return the process exit code."""
+    if {"-h", "--help"} & set(args):
+        return run_help([arg for arg in args if not arg.startswith("-")])
     run_dir = _override_value(args, "hydra.run.dir")
     if run_dir and (Path(run_dir) / "metrics.json").exists() and not {"-m", "--multirun"} & set(args):
         return error(f"hydra.run.dir: {run_dir} already holds a finished run; choose another folder")
@@ -72,8 +77,6 @@ def run(args: list[str]) -> int:
     from lagfit_cli.app import hydra_app, sweeps
 
     hydra_app.FAILURES.clear()
-    from lagfit_cli.io import sweep
-
     sweeps.RESULTS.clear()
     sweeps.STARTED.clear()
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
@@ -85,6 +88,8 @@ def run(args: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as exc:
         # Hydra checks every job's config before the first starts; should a sweep still stop
         # part-way, the jobs that ran are summarized, and a sweep that never began is removed
+        from lagfit_cli.io import sweep
+
         for sweep_dir in sweeps.STARTED:
             if sweep_dir.is_dir() and sweep.job_dirs(sweep_dir):
                 report_sweep(sweeps.write_or_explain(sweep_dir))
@@ -118,6 +123,49 @@ def run(args: list[str]) -> int:
         if any(f.multirun for f in hydra_app.FAILURES) and not sweeps.RESULTS:
             print(f"lagfit: {len(hydra_app.FAILURES)} job(s) failed; see error.txt in their folders", file=sys.stderr)
         return max([f.exit_code for f in hydra_app.FAILURES] + sweep_codes)
+    return 0
+
+
+def run_help(overrides: list[str]) -> int:
+    """``lagfit run [OVERRIDE ...] --help``: lagfit's config groups, the composed config, examples.
+
+    The text is Hydra's help template (conf/hydra/help/lagfit.yaml); lagfit fills it itself
+    because Hydra's own --help also walks every group of Hydra and its plugins (2-3 s).
+    """
+    import copy
+    import string
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf, flag_override
+    from omegaconf.errors import OmegaConfBaseException
+
+    import lagfit_cli.conf
+    from lagfit_cli.app.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
+            cfg = compose("config", overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        return error(describe_config_error(exc))
+    finally:
+        GlobalHydra.instance().clear()
+    template = cfg.hydra.help.template
+    job = copy.deepcopy(cfg)
+    with flag_override(job, ["struct", "readonly"], False):
+        del job["hydra"]
+    conf = Path(lagfit_cli.conf.__file__).parent
+    groups = "".join(
+        f"{group.name}: {', '.join(sorted(p.stem for p in group.glob('*.yaml')))}\n"
+        for group in sorted(conf.iterdir(), key=lambda p: p.name)
+        if group.is_dir() and group.name != "hydra" and any(group.glob("*.yaml"))
+    )
+    print(string.Template(template).substitute(
+        APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(job), FLAGS_HELP="", HYDRA_CONFIG_GROUPS=""
+    ))
     return 0
 
 
@@ -184,4 +232,8 @@ def describe_config_error(exc: BaseException) -> str:
 
 
 def entry_point() -> None:
+    """The ``lagfit`` command: the one caller that may tune the whole process (app/process.py)."""
+    from lagfit_cli.app.process import TUNE_PROCESS_ENV
+
+    os.environ[TUNE_PROCESS_ENV] = "1"
     sys.exit(main())

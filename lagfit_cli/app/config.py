@@ -3,20 +3,25 @@
 Hydra merges ``conf/`` and the command-line overrides onto these dataclasses, which
 rejects unknown keys and values of the wrong type. :func:`validate` then checks ranges
 and relations between values, before any work is done, so a bad value fails with one
-clear line naming its key.
+clear line naming its key: first :func:`validate_static` (this module alone: no torch, so
+a bad value is told at once), then :func:`validate_names` (names the core's registries
+know, which imports the core).
+
+Each task's settings live in its own node, ``task`` (``conf/task/NAME.yaml`` on the
+``TASK_SCHEMAS[NAME]`` dataclass), and are checked only for that task.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lagfit_cli.core.errors import ArgumentError, LagfitError
 
 
 @dataclass
@@ -29,8 +34,6 @@ class SystemConf:
     params: Any = field(default_factory=dict)
     #: parameter that identifiable ratios are taken against (None = the first)
     gauge: Optional[str] = None
-    q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
-    qd_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     #: the expression of a user-defined Lagrangian (system=custom only)
     lagrangian: Optional[str] = None
 
@@ -40,6 +43,7 @@ class DataConf:
     name: str = "grid"
     #: grid points per state variable (grid: n^(2D) points in all)
     n: int = 50
+    #: the states the data are drawn in, every coordinate alike (each system sets its own)
     q_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     qd_bounds: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     #: number of random states (data=uniform)
@@ -110,21 +114,12 @@ class SolverConf:
 
 
 @dataclass
-class TaskConf:
-    name: str = "fit"
-
-
-@dataclass
 class ReportConf:
     #: figure file format
     format: str = "png"
     dpi: int = 150
     #: draw figures at all (tables and metrics are always written)
     figures: bool = True
-    #: resolution of the loss-landscape grid drawn under the fit paths
-    landscape_resolution: int = 60
-    #: the two parameters drawn in the landscape/paths figure (None: a pair with a valley)
-    landscape_params: Optional[list[str]] = None
 
 
 @dataclass
@@ -138,29 +133,6 @@ class CheckConf:
 
 
 @dataclass
-class BenchmarkConf:
-    #: solvers to time; NAME+compile for the torch.compile'd variant
-    methods: list[str] = field(default_factory=lambda: [
-        "loop", "vmap", "batched", "broadcast", "broadcast+compile",
-        "fast", "fast+compile", "closed_form", "closed_form+compile",
-    ])
-    n_points: list[int] = field(default_factory=lambda: [100, 1000, 10000, 100000, 1000000])
-    repeats: int = 10
-    warmup: int = 2
-    #: the per-point loop is timed only up to here (never extrapolated)
-    loop_max_points: int = 1000
-    #: drop a method from larger sizes once one call takes longer than this
-    max_seconds_per_call: float = 5.0
-    #: ratio_to_closed_form divides by this method's time
-    reference: str = "closed_form"
-    #: the fit's per-iteration step: starts × points (0 starts: skip)
-    step_starts: int = 256
-    step_points: int = 10000
-    step_methods: list[str] = field(default_factory=lambda: ["batched", "broadcast", "fast", "fast+compile"])
-    step_expected_calls: int = 200
-
-
-@dataclass
 class LagfitConf:
     system: SystemConf = field(default_factory=SystemConf)
     data: DataConf = field(default_factory=DataConf)
@@ -168,10 +140,10 @@ class LagfitConf:
     init: InitConf = field(default_factory=InitConf)
     optim: OptimConf = field(default_factory=OptimConf)
     solver: SolverConf = field(default_factory=SolverConf)
-    task: TaskConf = field(default_factory=TaskConf)
+    #: the task's own settings: one of TASK_SCHEMAS, chosen by conf/task/NAME.yaml
+    task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
     check: CheckConf = field(default_factory=CheckConf)
-    benchmark: BenchmarkConf = field(default_factory=BenchmarkConf)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
@@ -180,44 +152,84 @@ class LagfitConf:
     threads: int = 1
     #: show a progress bar (auto: only when stderr is a terminal)
     progress: str = "auto"
-    landscape: "LandscapeConf" = field(default_factory=lambda: LandscapeConf())
-    noise_study: "NoiseStudyConf" = field(default_factory=lambda: NoiseStudyConf())
+
+
+# --------------------------------------------------------------------------- tasks
+# The values are in conf/task/NAME.yaml (their one home); these give the keys and types.
 
 
 @dataclass
-class LandscapeConf:
-    """task=landscape (and the noise study's grids): the loss over two parameters."""
+class FitTaskConf:
+    """task=fit: the descent paths of Fig. 3 are drawn over the landscape of x, y."""
 
-    #: parameter on the horizontal / vertical axis (None: the gauge and the next parameter)
-    x: Optional[str] = None
-    y: Optional[str] = None
+    name: str = MISSING
+    #: the two parameters drawn (None: a pair with a valley, see core.landscape.landscape_pair)
+    x: Optional[str] = MISSING
+    y: Optional[str] = MISSING
+    #: grid points per axis of the landscape under the paths
+    resolution: int = MISSING
+
+
+@dataclass
+class LandscapeTaskConf(FitTaskConf):
+    """task=landscape: the loss over a grid of x × y."""
+
     #: [low, high] of each axis (None: [0.05, 2] × the true value, or [−1, 1] if it is 0)
-    x_range: Optional[list[float]] = None
-    y_range: Optional[list[float]] = None
-    #: grid points per axis
-    resolution: int = 80
+    x_range: Optional[list[float]] = MISSING
+    y_range: Optional[list[float]] = MISSING
 
 
 @dataclass
-class NoiseStudyConf:
-    """task=noise_study: the loss along the slice ⊥ the valley under noise of each σ."""
+class NoiseStudyTaskConf(LandscapeTaskConf):
+    """task=noise_study: the loss along the slice ⊥ the valley (in the x, y plane) under noise."""
 
-    sigmas: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-    #: independent noise draws per σ
-    realizations: int = 8
-    #: points along the slice
-    slice_points: int = 101
-    #: the slice runs ± this fraction of |truth| (in the landscape's x, y plane) about the truth
-    slice_halfwidth: float = 0.25
-    #: threshold σ: the first σ whose mean RMS error exceeds this fraction of the clean loss range
-    threshold_fraction: float = 0.05
-    #: the σ shown in the with-noise panels of Figs. 4 and 6
-    show_sigma: float = 0.3
+    sigmas: list[float] = MISSING
+    realizations: int = MISSING
+    slice_points: int = MISSING
+    slice_halfwidth: float = MISSING
+    threshold_fraction: float = MISSING
+    show_sigma: float = MISSING
+
+
+@dataclass
+class BenchmarkTaskConf:
+    """task=benchmark: q̈ time per solver and number of points, and the fit's whole step."""
+
+    name: str = MISSING
+    methods: list[str] = MISSING
+    n_points: list[int] = MISSING
+    repeats: int = MISSING
+    warmup: int = MISSING
+    loop_max_points: int = MISSING
+    max_seconds_per_call: float = MISSING
+    reference: str = MISSING
+    step_starts: int = MISSING
+    step_points: int = MISSING
+    step_methods: list[str] = MISSING
+    step_expected_calls: int = MISSING
+
+
+#: task name -> the schema of its node (conf/task/NAME.yaml starts from task_NAME_schema;
+#: seed_report runs fit, landscape and noise_study in one plane, and takes noise_study's keys)
+TASK_SCHEMAS: dict[str, type] = {
+    "fit": FitTaskConf,
+    "landscape": LandscapeTaskConf,
+    "noise_study": NoiseStudyTaskConf,
+    "seed_report": NoiseStudyTaskConf,
+    "benchmark": BenchmarkTaskConf,
+}
 
 
 def register_configs() -> None:
-    """Put the root schema in Hydra's ConfigStore; conf/config.yaml builds on it."""
-    ConfigStore.instance().store(name="lagfit_schema", node=LagfitConf)
+    """Put the schemas in Hydra's ConfigStore; conf/config.yaml and conf/task/*.yaml build on them.
+
+    The task schemas are stored outside the ``task`` group, so ``--help`` does not offer them.
+    """
+    store = ConfigStore.instance()
+    store.store(name="lagfit_schema", node=LagfitConf)
+    for name, schema in TASK_SCHEMAS.items():
+        if name != "seed_report":  # conf/task/seed_report.yaml starts from noise_study.yaml
+            store.store(name=f"task_{name}_schema", node=schema)
 
 
 # --------------------------------------------------------------------------- ranges
@@ -237,21 +249,25 @@ ARGUMENT_KEYS = {
     "solver": "solver.name",
     "compile": "solver.compile",
     "task": "task.name",
-    "landscape_params": "report.landscape_params",
 }
 
 
-def config_message(err: LagfitError) -> str:
+class ConfigError(Exception):
+    """A bad config value found by the checks here: its message is the one line to print."""
+
+
+def config_message(err: Exception) -> str:
     """The one-line message of an error, naming the config key rather than the argument."""
-    if not isinstance(err, ArgumentError):
+    argument = getattr(err, "argument", None)  # core.errors.ArgumentError (not imported here)
+    if argument is None:
         return str(err)
-    head, _, rest = err.argument.partition(".")
-    key = ARGUMENT_KEYS.get(err.argument) or ARGUMENT_KEYS.get(head, head) + (f".{rest}" if rest else "")
+    head, _, rest = argument.partition(".")
+    key = ARGUMENT_KEYS.get(argument) or ARGUMENT_KEYS.get(head, head) + (f".{rest}" if rest else "")
     return f"{key}: {err.detail}"
 
 
 def _fail(key: str, message: str) -> None:
-    raise LagfitError(f"{key}: {message}")
+    raise ConfigError(f"{key}: {message}")
 
 
 def _check_bounds(key: str, bounds: Any) -> None:
@@ -277,18 +293,17 @@ def _check_positive(key: str, value: float, strict: bool = True) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check ranges and choices of a composed config; raise LagfitError on the first problem."""
-    from lagfit_cli.core.data import DATASETS
-    from lagfit_cli.core.solvers import SOLVERS
-    from lagfit_cli.core.noise import NOISE_TARGETS
-    from .tasks import TASKS
+    """All checks of a composed config (:func:`validate_static`, then :func:`validate_names`)."""
+    validate_static(cfg)
+    validate_names(cfg)
 
-    _check_choice("task.name", cfg.task.name, TASKS)
-    _check_choice("solver.name", cfg.solver.name, SOLVERS)
+
+def validate_static(cfg: DictConfig) -> None:
+    """Keys, ranges and relations: everything this module can tell alone (no torch)."""
+    check_known_keys(cfg)
     _check_choice("solver.compile", str(cfg.solver.compile).lower(), {"auto", "true", "false"})
     if cfg.threads < 0:
         _fail("threads", f"must be 0 (torch's default) or a positive count, got {cfg.threads}")
-    _check_choice("data.name", cfg.data.name, DATASETS)
     _check_choice("optim.name", cfg.optim.name, {"gd", "lm"})
     _check_choice("init.name", cfg.init.name, {"box", "decades"})
     _check_positive("init.decades", cfg.init.decades, strict=False)
@@ -297,7 +312,6 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
-    _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
     if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
         _fail("device", f"must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
 
@@ -312,8 +326,6 @@ def validate(cfg: DictConfig) -> None:
             _fail(
                 f"system.params.{name}", f"must be a finite number or null (unknown), got {value!r}"
             )
-    _check_bounds("system.q_bounds", cfg.system.q_bounds)
-    _check_bounds("system.qd_bounds", cfg.system.qd_bounds)
     _check_bounds("data.q_bounds", cfg.data.q_bounds)
     _check_bounds("data.qd_bounds", cfg.data.qd_bounds)
     if cfg.data.n < 2:
@@ -330,13 +342,39 @@ def validate(cfg: DictConfig) -> None:
     _check_positive("optim.loss_tol", cfg.optim.loss_tol, strict=False)
     if cfg.report.dpi < 20:
         _fail("report.dpi", f"must be at least 20, got {cfg.report.dpi}")
-    if cfg.report.landscape_resolution < 2:
-        _fail("report.landscape_resolution", f"must be at least 2, got {cfg.report.landscape_resolution}")
     if cfg.check.max_ratio_rel_error is not None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
-    validate_studies(cfg)
     validate_data(cfg)
-    validate_benchmark(cfg)
+    validate_task(cfg.task)
+
+
+def validate_names(cfg: DictConfig) -> None:
+    """Names that the core's registries must know (imports the core, and so torch)."""
+    from lagfit_cli.core.data import DATASETS
+    from lagfit_cli.core.noise import NOISE_TARGETS
+    from lagfit_cli.core.solvers import SOLVERS
+
+    from .tasks import TASKS
+
+    _check_choice("task.name", cfg.task.name, TASKS)
+    _check_choice("solver.name", cfg.solver.name, SOLVERS)
+    _check_choice("data.name", cfg.data.name, DATASETS)
+    _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
+
+
+def check_known_keys(node: Any, prefix: str = "") -> None:
+    """Refuse keys the schema does not know (``+key=...`` adds them past Hydra's own check)."""
+    schema = OmegaConf.get_type(node)
+    if not (isinstance(node, DictConfig) and dataclasses.is_dataclass(schema)):
+        return  # an untyped node (system.params, data.columns) takes any key
+    known = {f.name for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in known:
+            where = f" of task={node.name}" if prefix == "task." and "name" in node else ""
+            _fail(f"{prefix}{key}", f"not a config key{where}; `lagfit run --cfg job` lists them")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, f"{prefix}{key}.")
 
 
 def _check_lr(cfg: DictConfig) -> None:
@@ -360,24 +398,34 @@ def _check_range(key: str, value: Any) -> None:
         _check_bounds(key, value)
 
 
-def validate_studies(cfg: DictConfig) -> None:
-    """Ranges of the landscape and noise_study sections (checked for every task)."""
-    ls, ns = cfg.landscape, cfg.noise_study
-    _check_range("landscape.x_range", ls.x_range)
-    _check_range("landscape.y_range", ls.y_range)
-    if ls.resolution < 2:
-        _fail("landscape.resolution", f"must be at least 2, got {ls.resolution}")
-    if len(ns.sigmas) < 1:
-        _fail("noise_study.sigmas", "must name at least one σ")
-    for sigma in ns.sigmas:
-        _check_positive("noise_study.sigmas", sigma)
-    if ns.realizations < 1:
-        _fail("noise_study.realizations", f"must be at least 1, got {ns.realizations}")
-    if ns.slice_points < 3:
-        _fail("noise_study.slice_points", f"must be at least 3, got {ns.slice_points}")
-    _check_positive("noise_study.slice_halfwidth", ns.slice_halfwidth)
-    _check_positive("noise_study.threshold_fraction", ns.threshold_fraction)
-    _check_positive("noise_study.show_sigma", ns.show_sigma)
+def validate_task(task: DictConfig) -> None:
+    """The keys of the chosen task's node (each task has its own; see TASK_SCHEMAS)."""
+    if task is None or "name" not in task:
+        _fail("task", "needs a task; choose one with task=NAME (lagfit run --help lists them)")
+    schema = TASK_SCHEMAS.get(task.name)
+    if schema is None:
+        return  # a task registered by a plugin checks its own keys
+    if "x" in task and task.x is not None and task.x == task.y:
+        _fail("task.y", f"must differ from task.x (both are {task.x!r})")
+    if "resolution" in task and task.resolution < 2:
+        _fail("task.resolution", f"must be at least 2, got {task.resolution}")
+    if "x_range" in task:
+        _check_range("task.x_range", task.x_range)
+        _check_range("task.y_range", task.y_range)
+    if "sigmas" in task:
+        if len(task.sigmas) < 1:
+            _fail("task.sigmas", "must name at least one σ")
+        for sigma in task.sigmas:
+            _check_positive("task.sigmas", sigma)
+        if task.realizations < 1:
+            _fail("task.realizations", f"must be at least 1, got {task.realizations}")
+        if task.slice_points < 3:
+            _fail("task.slice_points", f"must be at least 3, got {task.slice_points}")
+        _check_positive("task.slice_halfwidth", task.slice_halfwidth)
+        _check_positive("task.threshold_fraction", task.threshold_fraction)
+        _check_positive("task.show_sigma", task.show_sigma)
+    if "methods" in task:
+        validate_benchmark(task)
 
 
 def validate_data(cfg: DictConfig) -> None:
@@ -402,18 +450,18 @@ def validate_data(cfg: DictConfig) -> None:
         _fail("init.center", f"must be a finite number, got {cfg.init.center}")
 
 
-def validate_benchmark(cfg: DictConfig) -> None:
-    b = cfg.benchmark
+def validate_benchmark(task: DictConfig) -> None:
+    b = task
     if not b.methods:
-        _fail("benchmark.methods", "must name at least one solver")
+        _fail("task.methods", "must name at least one solver")
     if not b.n_points or min(b.n_points) < 1:
-        _fail("benchmark.n_points", f"must be a list of point counts >= 1, got {list(b.n_points)}")
+        _fail("task.n_points", f"must be a list of point counts >= 1, got {list(b.n_points)}")
     for key in ("repeats", "step_expected_calls"):
         if b[key] < 1:
-            _fail(f"benchmark.{key}", f"must be at least 1, got {b[key]}")
+            _fail(f"task.{key}", f"must be at least 1, got {b[key]}")
     for key in ("warmup", "step_starts", "loop_max_points"):
         if b[key] < 0:
-            _fail(f"benchmark.{key}", f"must be >= 0, got {b[key]}")
+            _fail(f"task.{key}", f"must be >= 0, got {b[key]}")
     if b.step_starts and b.step_points < 1:
-        _fail("benchmark.step_points", f"must be at least 1, got {b.step_points}")
-    _check_positive("benchmark.max_seconds_per_call", b.max_seconds_per_call)
+        _fail("task.step_points", f"must be at least 1, got {b.step_points}")
+    _check_positive("task.max_seconds_per_call", b.max_seconds_per_call)

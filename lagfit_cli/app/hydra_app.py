@@ -2,11 +2,15 @@
 
 A job that fails on bad input records the failure (:data:`FAILURES`) instead of raising,
 so that Hydra finishes cleanly and the CLI turns it into one line and an exit code.
+
+Importing this module imports Hydra and OmegaConf, not torch: a job checks its config
+first and imports the core and the tasks after, so that bad input is told without that wait.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -15,14 +19,12 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lagfit_cli.app.config import config_message, register_configs, validate
-from lagfit_cli.core.errors import LagfitError
-from lagfit_cli.app.process import tune_allocator
+from lagfit_cli.app.config import ConfigError, config_message, register_configs, validate_names, validate_static
+from lagfit_cli.app.process import TUNE_PROCESS_ENV, tune_allocator
 from lagfit_cli.io.report import (
     ERROR_FILE,
     EXIT_BAD_INPUT,
@@ -60,13 +62,23 @@ def run_job(cfg: DictConfig) -> Optional[dict]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return _run_job(cfg, run_dir, multirun)
-    except LagfitError as err:
+    except ConfigError as err:
+        return _fail(run_dir, str(err), EXIT_BAD_INPUT, multirun)
+    except _lagfit_error() as err:
         return _fail(run_dir, config_message(err), EXIT_BAD_INPUT, multirun)
     except Exception as err:  # noqa: BLE001  a sweep records a crashing job and goes on
         if not multirun:
             raise
         log.error("the job crashed; traceback:", exc_info=True)
         return _fail(run_dir, crash_line(err), EXIT_CRASH, multirun)
+
+
+def _lagfit_error() -> type:
+    """The core's LagfitError: evaluated only for an error that is not a ConfigError, so a
+    bad value caught by the static checks never imports the core (torch)."""
+    from lagfit_cli.core.errors import LagfitError
+
+    return LagfitError
 
 
 def crash_line(err: BaseException) -> str:
@@ -78,13 +90,17 @@ def crash_line(err: BaseException) -> str:
 
 def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
     started = time.perf_counter()
+    validate_static(cfg)  # before torch is imported: bad input is told at once
+    import torch
+
     from .tasks import TASKS
 
-    validate(cfg)
+    validate_names(cfg)
     torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tune_allocator()  # reuse freed tensor memory instead of page-faulting it in again
+    if os.environ.get(TUNE_PROCESS_ENV) == "1":  # the lagfit command, not a library caller
+        tune_allocator()  # reuse freed tensor memory instead of page-faulting it in again
     report = TASKS[cfg.task.name](cfg)
 
     report.metrics["runtime_s"] = time.perf_counter() - started

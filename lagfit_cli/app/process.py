@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+#: set (to "1") by the ``lagfit`` command, and so inherited by a sweep's worker processes:
+#: only then does a job tune its process; never in a library, notebook or test process
+TUNE_PROCESS_ENV = "LAGFIT_TUNE_PROCESS"
+
 #: glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 from hydra.experimental.callback import Callback
 
-from lagfit_cli.core.errors import LagfitError
+if TYPE_CHECKING:  # pandas: imported when a summary is made, not at every start-up
+    import pandas as pd
+
 
 @dataclass
 class SweepResult:
@@ -51,6 +52,7 @@ class SweepSummary(Callback):
 
 def write_or_explain(sweep_dir: Path, figure_format: str = "png", dpi: int = 150) -> SweepResult:
     # imported here: matplotlib is needed only once a sweep ends, not at every start-up
+    from lagfit_cli.core.errors import LagfitError
     from lagfit_cli.io.sweep_plot import summarize
 
     try:

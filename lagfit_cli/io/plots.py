@@ -7,10 +7,6 @@ import re
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402

@@ -11,11 +11,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-if TYPE_CHECKING:  # matplotlib is imported only when figures are written
+if TYPE_CHECKING:  # pandas and matplotlib: imported by whoever makes the tables and figures
+    import pandas as pd
     from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"

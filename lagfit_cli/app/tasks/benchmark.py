@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lagfit_cli.io import plots
 from lagfit_cli.core.timing import Method, sample_states, solver_table, step_table
 from lagfit_cli.core.solvers import SOLVERS
 from lagfit_cli.core.errors import LagfitError
@@ -26,15 +25,17 @@ def parse_method(spec: str) -> Method:
     name, compiled = (spec[: -len(COMPILED_SUFFIX)], True) if spec.endswith(COMPILED_SUFFIX) else (spec, False)
     if name not in SOLVERS:
         raise LagfitError(
-            f"benchmark.methods: unknown solver {name!r} in {spec!r}; known: {', '.join(sorted(SOLVERS))}"
+            f"task.methods: unknown solver {name!r} in {spec!r}; known: {', '.join(sorted(SOLVERS))}"
         )
     if compiled and not SOLVERS[name].compilable:
-        raise LagfitError(f"benchmark.methods: solver {name!r} cannot be compiled ({spec!r})")
+        raise LagfitError(f"task.methods: solver {name!r} cannot be compiled ({spec!r})")
     return Method(name, "true" if compiled else "false")
 
 
 def fig7(table: pd.DataFrame, title: str):
     """Time per q̈ evaluation vs number of points, log-log, one line per method."""
+    from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
+
     with plots.style():
         import matplotlib.pyplot as plt
 
@@ -56,7 +57,7 @@ def fig7(table: pd.DataFrame, title: str):
 
 @register_task("benchmark")
 def benchmark_task(cfg: DictConfig) -> Report:
-    bench = cfg.benchmark
+    bench = cfg.task
     methods = [parse_method(spec) for spec in bench.methods]
     spec = OmegaConf.to_container(cfg.system, resolve=True)
     system = build_system(spec)

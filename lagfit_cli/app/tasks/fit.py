@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
+from typing import Optional
 
 import numpy as np
 import torch
@@ -14,8 +15,7 @@ from lagfit_cli.app.tasks import register_task
 from lagfit_cli.app.tasks.common import Problem, prepare_problem, problem_metrics
 from lagfit_cli.core.api import FitOptions, FitReport, fit_dataset
 from lagfit_cli.core.fit import DIVERGED, reported_values
-from lagfit_cli.core.landscape import landscape_pair, loss_landscape, span
-from lagfit_cli.io import plots
+from lagfit_cli.core.landscape import loss_landscape, span
 from lagfit_cli.io.report import Report
 from lagfit_cli.io.tables import history_table, parameters_table, results_table
 
@@ -77,8 +77,10 @@ def run_fit(cfg: DictConfig, problem: Problem, optimizer: str | None = None) -> 
 
 
 def fit_figures(
-    cfg: DictConfig, problem: Problem, fitted: FitReport, pair: tuple[int, int]
+    cfg: DictConfig, problem: Problem, fitted: FitReport, pair: Optional[tuple[int, int]]
 ) -> dict:
+    from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
+
     system, data, result, ratios_ = problem.system, problem.data, fitted.result, fitted.ratios
     truth_known = bool(torch.isfinite(fitted.truth).all())
     method = "Levenberg–Marquardt" if result.method == "lm" else "Gradient-descent"
@@ -98,13 +100,13 @@ def fit_figures(
         )}
 
     # Figs. 3/8: paths of two parameters over their loss landscape
-    if system.n_params >= 2:
+    if pair is not None:
         ix, iy = pair
         reference = fitted.truth if truth_known else best_theta
         theta_path = result.history.theta  # (T, B, P)
         xs = theta_path[..., ix].reshape(-1)
         ys = theta_path[..., iy].reshape(-1)
-        res = cfg.report.landscape_resolution
+        res = cfg.task.resolution
         x_lo, x_hi = span(xs, float(reference[ix]))
         y_lo, y_hi = span(ys, float(reference[iy]))
         grid = lambda lo, hi: torch.linspace(lo, hi, res, dtype=problem.dtype, device=problem.device)  # noqa: E731
@@ -148,7 +150,10 @@ def fit_figures(
 @register_task("fit")
 def fit_task(cfg: DictConfig) -> Report:
     problem = prepare_problem(cfg)
-    pair = landscape_pair(problem.system, cfg.report.landscape_params, cfg.system.gauge)
+    from lagfit_cli.app.tasks.landscape import landscape_indices
+
+    # the pair of Fig. 3, checked before the fit runs
+    pair = landscape_indices(cfg, problem) if problem.system.n_params >= 2 else None
     fitted = run_fit(cfg, problem)
 
     report = Report()

@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from lagfit_cli.io import plots
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.errors import LagfitError
 from lagfit_cli.core.api import IDENTIFIABLE
@@ -24,28 +23,28 @@ from lagfit_cli.io.tables import history_table
 
 
 def landscape_indices(cfg: DictConfig, problem: Problem) -> tuple[int, int]:
-    """Indices of landscape.x and landscape.y (defaults: a pair with a valley, see landscape_pair)."""
+    """Indices of task.x and task.y (defaults: a pair with a valley, see landscape_pair)."""
     names = problem.system.param_names
     if len(names) < 2:
         raise LagfitError(f"task: a landscape needs two parameters; {problem.system.name!r} has {len(names)}")
     default = landscape_pair(problem.system, None, cfg.system.gauge)
     chosen = []
-    for key, value, fallback in (("x", cfg.landscape.x, default[0]), ("y", cfg.landscape.y, default[1])):
+    for key, value, fallback in (("x", cfg.task.x, default[0]), ("y", cfg.task.y, default[1])):
         if value is None:
             chosen.append(fallback)
         elif value in names:
             chosen.append(names.index(value))
         else:
             raise LagfitError(
-                f"landscape.{key}: {value!r} is not a parameter of {problem.system.name!r} ({', '.join(names)})"
+                f"task.{key}: {value!r} is not a parameter of {problem.system.name!r} ({', '.join(names)})"
             )
     if chosen[0] == chosen[1]:
-        raise LagfitError(f"landscape.y: must differ from landscape.x (both are {names[chosen[0]]!r})")
+        raise LagfitError(f"task.y: must differ from task.x (both are {names[chosen[0]]!r})")
     return chosen[0], chosen[1]
 
 
 def axis_range(value, truth: float) -> tuple[float, float]:
-    """landscape.x_range/y_range, or [0.05, 2] × the true value ([−1, 1] when it is 0)."""
+    """task.x_range/y_range, or [0.05, 2] × the true value ([−1, 1] when it is 0)."""
     if value is not None:
         return float(value[0]), float(value[1])
     if truth == 0:
@@ -56,9 +55,9 @@ def axis_range(value, truth: float) -> tuple[float, float]:
 
 def landscape_on(cfg: DictConfig, problem: Problem, data: Dataset, ix: int, iy: int) -> Landscape:
     """The loss of ``data`` over the configured grid of parameters ix, iy, as one batch."""
-    res = cfg.landscape.resolution
+    res = cfg.task.resolution
     axes = []
-    for i, value in ((ix, cfg.landscape.x_range), (iy, cfg.landscape.y_range)):
+    for i, value in ((ix, cfg.task.x_range), (iy, cfg.task.y_range)):
         low, high = axis_range(value, float(problem.truth[i]))
         axes.append(torch.linspace(low, high, res, dtype=problem.dtype, device=problem.device))
     return loss_landscape(
@@ -106,8 +105,10 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
     metrics["landscape_s"] = time.perf_counter() - started
     names = problem.system.param_names
     label = f"{problem.system.name}, σ = {cfg.noise.sigma:g}"
-    xs, ys = plots.symbol(names[ix]), plots.symbol(names[iy])
     if cfg.report.figures:
+        from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
+
+        xs, ys = plots.symbol(names[ix]), plots.symbol(names[iy])
         with plots.style():
             import matplotlib.pyplot as plt
 
@@ -138,6 +139,8 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
             ),
         }
         if cfg.report.figures:
+            from lagfit_cli.io import plots
+
             paths = [
                 result.history.theta[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
                 for b in range(len(result.status))

@@ -1,6 +1,6 @@
 """task=noise_study: how noise washes out the valley (seed Figs. 4, 5, 6).
 
-For every σ in noise_study.sigmas and each of noise_study.realizations noise draws, the
+For every σ in task.sigmas and each of task.realizations noise draws, the
 loss along the slice through the truth perpendicular to the valley is compared with the
 clean loss. Realization r uses the same standard-normal draw at every σ (scaled by σ),
 so the curves over σ differ by σ alone. noise.apply_to says what the noise perturbs;
@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from lagfit_cli.io import study_plots
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.errors import LagfitError
 from lagfit_cli.core.fit import loss_on_batch
@@ -42,7 +41,7 @@ def slice_losses(problem: Problem, theta, datasets: list[Dataset]) -> np.ndarray
 
 
 def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
-    ns = cfg.noise_study
+    ns = cfg.task
     apply_to = cfg.noise.apply_to
     ix, iy = landscape_indices(cfg, problem)
     names = problem.system.param_names
@@ -56,7 +55,7 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     clean = slice_losses(problem, line.theta, [problem.clean])[0]
     if not np.isfinite(clean).all():
         raise LagfitError(
-            f"noise_study.slice_halfwidth: the slice reaches parameters where the loss is not finite "
+            f"task.slice_halfwidth: the slice reaches parameters where the loss is not finite "
             f"(e.g. {names[ix]} = {float(line.x[~np.isfinite(clean)][0]):.3g}); make it shorter"
         )
     clean_range = float(clean.max() - clean.min())
@@ -125,6 +124,8 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     }
 
     if cfg.report.figures:
+        from lagfit_cli.io import study_plots  # matplotlib: only when figures are drawn
+
         show = float(ns.show_sigma)
         copies = noisy_copies(problem, show, apply_to, ns.realizations)
         shown = slice_losses(problem, line.theta, copies)
