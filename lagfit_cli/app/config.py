@@ -9,6 +9,7 @@ clear line naming its key.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -16,7 +17,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.core.errors import ArgumentError, LagfitError, printable
 
 
 @dataclass
@@ -110,6 +111,23 @@ class ReportConf:
     landscape_resolution: int = 60
     #: the two parameters drawn in the landscape/paths figure (None: a pair with a valley)
     landscape_params: Optional[list[str]] = None
+    #: keep every k-th iteration of the fit's history (fit_history.csv, the path figures)
+    history_every: int = 1
+    #: at most this many history rows are kept: past it, every other row is dropped and the
+    #: stride doubles, so memory never grows with optim.iters (null: no bound)
+    history_max_rows: Optional[int] = 10000
+
+
+@dataclass
+class LimitsConf:
+    """Refuse, before any work, a run whose estimate exceeds these (see app/limits.py)."""
+
+    #: peak memory in GB (null: the memory available when the run starts)
+    max_memory_gb: Optional[float] = None
+    #: points × starts × parameters × iterations (+ landscape cells × points × parameters)
+    max_work: Optional[float] = 1e15
+    #: pixels of the largest figure (figure size × report.dpi²)
+    max_figure_pixels: Optional[float] = 2.5e8
 
 
 @dataclass
@@ -153,6 +171,7 @@ class LagfitConf:
     task: TaskConf = field(default_factory=TaskConf)
     report: ReportConf = field(default_factory=ReportConf)
     check: CheckConf = field(default_factory=CheckConf)
+    limits: LimitsConf = field(default_factory=LimitsConf)
     benchmark: BenchmarkConf = field(default_factory=BenchmarkConf)
     seed: int = 0
     device: str = "cpu"
@@ -276,8 +295,8 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
     _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
-    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
-        _fail("device", f"must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", cfg.device):
+        _fail("device", f"must be 'cpu' or 'cuda[:N]', got {printable(cfg.device)!r}")
 
     params = cfg.system.params
     if params is not None and not isinstance(params, Mapping):
@@ -301,6 +320,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.init.n_starts < 1:
         _fail("init.n_starts", f"must be at least 1, got {cfg.init.n_starts}")
     _check_positive("init.box_width", cfg.init.box_width, strict=False)
+    _check_magnitude("init.box_width", cfg.init.box_width, cfg.dtype)
+    _check_magnitude("init.center", cfg.init.center, cfg.dtype)
     _check_lr(cfg)
     if cfg.optim.iters < 1:
         _fail("optim.iters", f"must be at least 1, got {cfg.optim.iters}")
@@ -312,9 +333,27 @@ def validate(cfg: DictConfig) -> None:
         _fail("report.landscape_resolution", f"must be at least 2, got {cfg.report.landscape_resolution}")
     if cfg.check.max_ratio_rel_error is not None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
+    if cfg.report.history_every < 1:
+        _fail("report.history_every", f"must be at least 1, got {cfg.report.history_every}")
+    if cfg.report.history_max_rows is not None and cfg.report.history_max_rows < 2:
+        _fail("report.history_max_rows", f"must be at least 2 (or null), got {cfg.report.history_max_rows}")
+    for key in ("max_memory_gb", "max_work", "max_figure_pixels"):
+        if cfg.limits[key] is not None:
+            _check_positive(f"limits.{key}", cfg.limits[key])
     validate_studies(cfg)
     validate_data(cfg)
     validate_benchmark(cfg)
+
+
+#: the largest magnitude of a parameter-sized number: products of four of them stay finite
+MAX_MAGNITUDE = {"float64": 1.3e77, "float32": 4.2e9}
+
+
+def _check_magnitude(key: str, value: float, dtype: str) -> None:
+    limit = MAX_MAGNITUDE.get(dtype, MAX_MAGNITUDE["float32"])
+    if math.isfinite(value) and abs(value) > limit:
+        _fail(key, f"{value:g} is too large for {dtype} arithmetic (the loss multiplies such "
+                   f"numbers; at most {limit:g})")
 
 
 def _check_lr(cfg: DictConfig) -> None:

@@ -64,6 +64,8 @@ def run_fit(cfg: DictConfig, problem: Problem) -> FitResult:
             grad_tol=cfg.optim.grad_tol,
             loss_tol=cfg.optim.loss_tol,
             on_iteration=on_iteration,
+            history_every=cfg.report.history_every,
+            history_max_rows=cfg.report.history_max_rows,
         )
     result.lr_info = lr_info
     return result
@@ -96,12 +98,16 @@ def history_table(problem: Problem, result: FitResult) -> pd.DataFrame:
     h = result.history
     n_rows, n_starts = h.loss.shape
     stop = result.stop_iter.cpu().numpy()
-    t_idx, b_idx = np.nonzero(np.arange(n_rows)[:, None] <= stop[None, :])
+    row_iter = h.iteration().cpu().numpy()
+    # each start's rows up to its stop; in a thinned history its stop row is the first row
+    # at or after it (the same frozen state), labelled with the stop iteration
+    last_row = np.searchsorted(row_iter, stop, side="left")
+    t_idx, b_idx = np.nonzero(np.arange(n_rows)[:, None] <= last_row[None, :])
     order = np.lexsort((t_idx, b_idx))
     t_idx, b_idx = t_idx[order], b_idx[order]
     columns = {
         "start": b_idx,
-        "iter": t_idx,
+        "iter": t_idx if h.iters is None else np.minimum(row_iter[t_idx], stop[b_idx]),
         "loss": h.loss.cpu().numpy()[t_idx, b_idx],
         "grad_norm": h.grad_norm.cpu().numpy()[t_idx, b_idx],
         "lr": h.lr.cpu().numpy()[t_idx, b_idx],
@@ -259,7 +265,7 @@ def fit_figures(
             ix, iy, grid(x_lo, x_hi), grid(y_lo, y_hi),
         )
         paths = [
-            theta_path[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
+            theta_path[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
             for b in range(len(result.status))
         ]
         diverged = np.array([s == DIVERGED for s in result.status])
@@ -286,7 +292,7 @@ def fit_figures(
         notes.append("not identifiable: " + ", ".join(plots.symbol(n) for n in hidden))
     figures["fit_convergence"] = plots.convergence_figure(
         result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
-        note="; ".join(notes),
+        note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(),
     )
     return figures
 

@@ -136,7 +136,7 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
         }
         if cfg.report.figures:
             paths = [
-                result.history.theta[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
+                result.history.theta[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
                 for b in range(len(result.status))
             ]
             diverged = np.array([s == DIVERGED for s in result.status])
