@@ -57,10 +57,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
 import keyword
 import math
 import operator
 import re
+import tokenize
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -253,9 +255,6 @@ def _quiet_parse(text: str) -> ast.Expression:
 def _balanced_sum(text: str) -> Optional[str]:
     """``t1 - t2 + t3 ...`` (split at the top-level binary + and -) rewritten as a balanced
     sum ``((t1)+(-(t2)))+((t3)+...)``; None when it is not a long sum or cannot be split."""
-    import io
-    import tokenize
-
     line_starts = [0]
     for line in text.splitlines(keepends=True):
         line_starts.append(line_starts[-1] + len(line))
