@@ -243,7 +243,7 @@ HOSTILE = [
     "(" * 1000 + "q0" + ")" * 1000,
     "-" * 3000 + "q0",
     "sin(" * 900 + "q0" + ")" * 900,
-    "+".join(["m*qd0"] * 1600),
+    "+".join(["m*qd0"] * 1600) + "+__import__('os')",  # a long flat sum is fine (issue 14); the name is not
     "**".join(["q0"] * 2000),
     "m*" * 3000 + "q0",
 ]
@@ -316,9 +316,9 @@ def test_limits_are_named_in_the_message():
     with pytest.raises(LagfitError, match=f"limit is {MAX_LENGTH}"):
         compile_lagrangian("q0" + "+q0" * 333_333, ("m",))
     with pytest.raises(LagfitError, match=f"limit {MAX_DEPTH} levels"):
-        compile_lagrangian("m*qd0**2" + "+q0" * (MAX_DEPTH + 10), ("m",))
-    # Just under the depth limit is fine: long sums of terms are legitimate.
-    long_sum = "m*qd0**2" + "+q0" * (MAX_DEPTH // 2)
+        compile_lagrangian("m*qd0**2+" + "-" * (MAX_DEPTH + 10) + "q0", ("m",))
+    # A flat sum is not nesting (issue 14): thousands of terms are legitimate.
+    long_sum = "m*qd0**2" + "+q0" * (MAX_DEPTH * 10)
     assert compile_lagrangian(long_sum, ("m",)).dof == 1
 
 

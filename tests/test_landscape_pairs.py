@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.landscape import followers, landscape_pair, parameter_grid
 from lagfit_cli.core.systems import ANHARMONIC, DOUBLE_PENDULUM, PENDULUM
 

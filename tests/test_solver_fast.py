@@ -17,7 +17,7 @@ from lagfit_cli.core.solvers import (
     make_loss_and_grad,
     make_solver,
 )
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.solvers import break_even_points, check_compile, should_compile
 from lagfit_cli.core.systems import ANHARMONIC, HARMONIC, System
 

@@ -31,8 +31,15 @@ COMMANDS = ("run", "summarize")
 
 
 def error(message: str, code: int = 2) -> int:
-    print(f"lagfit: error: {message}", file=sys.stderr)
+    from lagfit_cli.errors import printable
+
+    print(f"lagfit: error: {printable(message)}", file=sys.stderr)
     return code
+
+
+def interrupted() -> int:
+    print("lagfit: interrupted", file=sys.stderr)
+    return 130
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,32 +56,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"lagfit {version('lagfit-cli')}")
         return 0
     command, rest = args[0], args[1:]
-    if command == "run":
-        return run(rest)
-    if command == "summarize":
-        return summarize(rest)
+    try:
+        if command == "run":
+            return run(rest)
+        if command == "summarize":
+            return summarize(rest)
+    except KeyboardInterrupt:
+        return interrupted()
+    except Exception as exc:  # noqa: BLE001  lagfit's own bug, outside any job: still one line
+        if os.environ.get("LAGFIT_TRACEBACK"):
+            raise
+        from lagfit_cli.app.hydra_app import crash_line
+
+        return error(f"{crash_line(exc)} (a bug in lagfit; LAGFIT_TRACEBACK=1 shows the traceback)", 1)
     return error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see lagfit --help)")
 
 
-def _override_value(args: Sequence[str], key: str) -> Optional[str]:
-    for arg in args:
-        if arg.startswith(key + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def run(args: list[str]) -> int:
-    """Run the Hydra app on ``args``; return the process exit code."""
+    """Run the Hydra app on ``args``; return the process exit code.
+
+    The run folder is claimed when the job starts, whatever spelled it (app/rundir.py).
+    """
     if {"-h", "--help"} & set(args):
         return run_help([arg for arg in args if not arg.startswith("-")])
-    run_dir = _override_value(args, "hydra.run.dir")
-    if run_dir and (Path(run_dir) / "metrics.json").exists() and not {"-m", "--multirun"} & set(args):
-        return error(f"hydra.run.dir: {run_dir} already holds a finished run; choose another folder")
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from lagfit_cli.app import hydra_app, sweeps
+    from lagfit_cli.app import hydra_app, rundir, sweeps
+    from lagfit_cli.errors import LagfitError
 
     hydra_app.FAILURES.clear()
     sweeps.RESULTS.clear()
@@ -85,6 +94,12 @@ def run(args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_app.hydra_main()
+    except rundir.RunDirRefused as refused:
+        return error(refused.message)
+    except KeyboardInterrupt:
+        return interrupted()
+    except LagfitError as exc:
+        return error(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         # Hydra checks every job's config before the first starts; should a sweep still stop
         # part-way, the jobs that ran are summarized, and a sweep that never began is removed
@@ -108,6 +123,7 @@ def run(args: list[str]) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
+        rundir.release_all()
         sys.argv = saved_argv
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -22,6 +23,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from lagfit_cli.errors import printable
 
 
 @dataclass
@@ -120,6 +122,23 @@ class ReportConf:
     dpi: int = 150
     #: draw figures at all (tables and metrics are always written)
     figures: bool = True
+    #: keep every k-th iteration of the fit's history (fit_history.csv, the path figures)
+    history_every: int = 1
+    #: at most this many history rows are kept: past it, every other row is dropped and the
+    #: stride doubles, so memory never grows with optim.iters (null: no bound)
+    history_max_rows: Optional[int] = 10000
+
+
+@dataclass
+class LimitsConf:
+    """Refuse, before any work, a run whose estimate exceeds these (see app/limits.py)."""
+
+    #: peak memory in GB (null: the memory available when the run starts)
+    max_memory_gb: Optional[float] = None
+    #: points × starts × parameters × iterations (+ landscape cells × points × parameters)
+    max_work: Optional[float] = 1e15
+    #: pixels of the largest figure (figure size × report.dpi²)
+    max_figure_pixels: Optional[float] = 2.5e8
 
 
 @dataclass
@@ -144,6 +163,7 @@ class LagfitConf:
     task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
     check: CheckConf = field(default_factory=CheckConf)
+    limits: LimitsConf = field(default_factory=LimitsConf)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
@@ -258,7 +278,7 @@ class ConfigError(Exception):
 
 def config_message(err: Exception) -> str:
     """The one-line message of an error, naming the config key rather than the argument."""
-    argument = getattr(err, "argument", None)  # core.errors.ArgumentError (not imported here)
+    argument = getattr(err, "argument", None)  # lagfit_cli.errors.ArgumentError
     if argument is None:
         return str(err)
     head, _, rest = argument.partition(".")
@@ -312,8 +332,8 @@ def validate_static(cfg: DictConfig) -> None:
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
-    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
-        _fail("device", f"must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", cfg.device):
+        _fail("device", f"must be 'cpu' or 'cuda[:N]', got {printable(cfg.device)!r}")
 
     params = cfg.system.params
     if params is not None and not isinstance(params, Mapping):
@@ -335,6 +355,8 @@ def validate_static(cfg: DictConfig) -> None:
     if cfg.init.n_starts < 1:
         _fail("init.n_starts", f"must be at least 1, got {cfg.init.n_starts}")
     _check_positive("init.box_width", cfg.init.box_width, strict=False)
+    _check_magnitude("init.box_width", cfg.init.box_width, cfg.dtype)
+    _check_magnitude("init.center", cfg.init.center, cfg.dtype)
     _check_lr(cfg)
     if cfg.optim.iters < 1:
         _fail("optim.iters", f"must be at least 1, got {cfg.optim.iters}")
@@ -344,6 +366,13 @@ def validate_static(cfg: DictConfig) -> None:
         _fail("report.dpi", f"must be at least 20, got {cfg.report.dpi}")
     if cfg.check.max_ratio_rel_error is not None:
         _check_positive("check.max_ratio_rel_error", cfg.check.max_ratio_rel_error)
+    if cfg.report.history_every < 1:
+        _fail("report.history_every", f"must be at least 1, got {cfg.report.history_every}")
+    if cfg.report.history_max_rows is not None and cfg.report.history_max_rows < 2:
+        _fail("report.history_max_rows", f"must be at least 2 (or null), got {cfg.report.history_max_rows}")
+    for key in ("max_memory_gb", "max_work", "max_figure_pixels"):
+        if cfg.limits[key] is not None:
+            _check_positive(f"limits.{key}", cfg.limits[key])
     validate_data(cfg)
     validate_task(cfg.task)
 
@@ -375,6 +404,17 @@ def check_known_keys(node: Any, prefix: str = "") -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             check_known_keys(child, f"{prefix}{key}.")
+
+
+#: the largest magnitude of a parameter-sized number: products of four of them stay finite
+MAX_MAGNITUDE = {"float64": 1.3e77, "float32": 4.2e9}
+
+
+def _check_magnitude(key: str, value: float, dtype: str) -> None:
+    limit = MAX_MAGNITUDE.get(dtype, MAX_MAGNITUDE["float32"])
+    if math.isfinite(value) and abs(value) > limit:
+        _fail(key, f"{value:g} is too large for {dtype} arithmetic (the loss multiplies such "
+                   f"numbers; at most {limit:g})")
 
 
 def _check_lr(cfg: DictConfig) -> None:

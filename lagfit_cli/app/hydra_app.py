@@ -23,15 +23,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lagfit_cli.app import limits, rundir
 from lagfit_cli.app.config import ConfigError, config_message, register_configs, validate_names, validate_static
 from lagfit_cli.app.process import TUNE_PROCESS_ENV, tune_allocator
+from lagfit_cli.errors import LagfitError, printable
 from lagfit_cli.io.report import (
     ERROR_FILE,
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_CRASH,
+    EXIT_INTERRUPTED,
     METRICS_FILE,
 )
+
+#: the job's log (Hydra's job_logging: ${hydra.job.name}.log), where a crash's traceback goes
+LOG_FILE = "lagfit.log"
 
 log = logging.getLogger("lagfit")
 
@@ -56,52 +62,88 @@ FAILURES: list[JobFailure] = []
 
 
 def run_job(cfg: DictConfig) -> Optional[dict]:
-    """Run one job into Hydra's output folder; return its metrics, or None if it failed."""
+    """Run one job into Hydra's output folder; return its metrics, or None if it failed.
+
+    Every way a job can end is one line: bad input or environment (exit 2, including OS
+    errors and memory), lagfit's own bug (exit 1, the traceback in lagfit.log), an interrupt
+    (the folder is marked with error.txt and KeyboardInterrupt goes on to the CLI: exit 130).
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if multirun:  # a single run's folder was claimed before Hydra wrote into it
+            rundir.claim("hydra.sweep.dir", run_dir)
         return _run_job(cfg, run_dir, multirun)
     except ConfigError as err:
         return _fail(run_dir, str(err), EXIT_BAD_INPUT, multirun)
-    except _lagfit_error() as err:
+    except LagfitError as err:
         return _fail(run_dir, config_message(err), EXIT_BAD_INPUT, multirun)
-    except Exception as err:  # noqa: BLE001  a sweep records a crashing job and goes on
-        if not multirun:
-            raise
-        log.error("the job crashed; traceback:", exc_info=True)
-        return _fail(run_dir, crash_line(err), EXIT_CRASH, multirun)
+    except KeyboardInterrupt:
+        _mark_failed(run_dir, "interrupted", EXIT_INTERRUPTED)
+        raise
+    except MemoryError:
+        return _fail(run_dir, "out of memory: lower the run's sizes (see limits.* and docs/errors.md)",
+                     EXIT_BAD_INPUT, multirun)
+    except OSError as err:
+        return _fail(run_dir, os_error_line(err), EXIT_BAD_INPUT, multirun)
+    except Exception as err:  # noqa: BLE001  lagfit's own bug: one line, the traceback in lagfit.log
+        log_file = write_traceback(run_dir)
+        where = f" (traceback in {log_file})" if log_file else ""
+        return _fail(run_dir, crash_line(err) + where, EXIT_CRASH, multirun, keep=True)
+    finally:
+        rundir.release(run_dir)
 
 
-def _lagfit_error() -> type:
-    """The core's LagfitError: evaluated only for an error that is not a ConfigError, so a
-    bad value caught by the static checks never imports the core (torch)."""
-    from lagfit_cli.core.errors import LagfitError
+def os_error_line(err: OSError) -> str:
+    """'cannot access FILE: No space left on device' from an OSError."""
+    reason = err.strerror or str(err) or type(err).__name__
+    target = f" {printable(err.filename)}" if err.filename else ""
+    return f"cannot access{target}: {reason}"
 
-    return LagfitError
+
+def write_traceback(run_dir: Path) -> Optional[Path]:
+    """Append the current exception's traceback to the run's lagfit.log (not the console)."""
+    import traceback
+
+    path = run_dir / LOG_FILE
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("the job crashed (a bug in lagfit); traceback:\n" + traceback.format_exc())
+    except OSError:
+        return None
+    return path
 
 
 def crash_line(err: BaseException) -> str:
     """One line for an unexpected exception: 'crash: ValueError: first line of the message'."""
     text = str(err).strip()
-    first = text.splitlines()[0] if text else ""
+    first = printable(text.splitlines()[0], limit=300) if text else ""
     return f"crash: {type(err).__name__}: {first}" if first else f"crash: {type(err).__name__}"
 
 
 def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
     started = time.perf_counter()
     validate_static(cfg)  # before torch is imported: bad input is told at once
+    limits.check(cfg)
     import torch
 
     from .tasks import TASKS
 
     validate_names(cfg)
+    # process-wide torch settings, restored after the job (the CLI may run in-process)
+    saved_dtype, saved_threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64 if cfg.dtype == "float64" else torch.float32)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if os.environ.get(TUNE_PROCESS_ENV) == "1":  # the lagfit command, not a library caller
         tune_allocator()  # reuse freed tensor memory instead of page-faulting it in again
-    report = TASKS[cfg.task.name](cfg)
+    try:
+        report = TASKS[cfg.task.name](cfg)
+    finally:
+        torch.set_default_dtype(saved_dtype)
+        torch.set_num_threads(saved_threads)
 
     report.metrics["runtime_s"] = time.perf_counter() - started
     failed_check = report.failed_check or check_failure(cfg, report.metrics)
@@ -131,14 +173,22 @@ def check_failure(cfg: DictConfig, metrics: dict) -> Optional[str]:
 
 
 def _fail(run_dir: Path, message: str, exit_code: int, multirun: bool, keep: bool = False) -> None:
+    message = printable(message)
     log.error(f"lagfit: error: {message}")
     if multirun or keep:
         # a sweep keeps the job folder, marked as failed, beside its good siblings
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # line 2 lets `lagfit summarize` tell the sweep's exit code from the folder alone
-        (run_dir / ERROR_FILE).write_text(f"{message}\nexit code {exit_code}\n")
+        _mark_failed(run_dir, message, exit_code)
     FAILURES.append(JobFailure(run_dir, message, exit_code, multirun, multirun or keep))
     return None
+
+
+def _mark_failed(run_dir: Path, message: str, exit_code: int) -> None:
+    """error.txt: the message (line 1) and ``exit code N`` (line 2, read by `lagfit summarize`)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(f"{printable(message)}\nexit code {exit_code}\n", encoding="utf-8")
+    except OSError:
+        pass  # e.g. a full disk: the missing metrics.json still says the run did not finish
 
 
 def remove_unfinished_run(run_dir: Path) -> None:
@@ -150,7 +200,7 @@ def remove_unfinished_run(run_dir: Path) -> None:
     if (run_dir / METRICS_FILE).exists():
         return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    for name in ("lagfit.log",):
+    for name in (LOG_FILE,):
         (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()

@@ -52,7 +52,7 @@ class SweepSummary(Callback):
 
 def write_or_explain(sweep_dir: Path, figure_format: str = "png", dpi: int = 150) -> SweepResult:
     # imported here: matplotlib is needed only once a sweep ends, not at every start-up
-    from lagfit_cli.core.errors import LagfitError
+    from lagfit_cli.errors import LagfitError
     from lagfit_cli.io.sweep_plot import summarize
 
     try:

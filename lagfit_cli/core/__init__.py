@@ -2,7 +2,7 @@
 printing. Importing it fills the registries, in dependency order: systems (built-ins, then
 ``custom`` from expressions), solvers, datasets (``grid``/``uniform``, then ``csv``)."""
 
-from lagfit_cli.core import errors, registry  # noqa: F401
+from lagfit_cli.core import registry  # noqa: F401
 from lagfit_cli.core import systems, expressions  # noqa: F401
 from lagfit_cli.core import solvers  # noqa: F401
 from lagfit_cli.core import data, datafile  # noqa: F401

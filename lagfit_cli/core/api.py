@@ -41,7 +41,7 @@ from torch import Tensor
 
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.datafile import column_names, read_states
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.fit import (
     CONVERGED,
     DIVERGED,
@@ -102,6 +102,9 @@ class FitOptions:
     loss_tol: float = 1e-24
     auto_step_fraction: float = 0.1
     auto_samples: int = 256
+    #: gd's history keeps every k-th iteration, and at most this many rows (None: all)
+    history_every: int = 1
+    history_max_rows: Optional[int] = 10000
 
     @property
     def n_iters(self) -> int:
@@ -445,6 +448,7 @@ def _gradient_descent(system, data, truth, opts, theta0, on_iteration) -> FitRes
     result = gradient_descent(
         loss_and_grad, theta0, lr=float(lr), iters=opts.n_iters, adaptive=opts.adaptive,
         grad_tol=opts.grad_tol, loss_tol=opts.loss_tol, on_iteration=on_iteration,
+        history_every=opts.history_every, history_max_rows=opts.history_max_rows,
     )
     result.lr_info = lr_info
     return result

@@ -6,6 +6,7 @@ Synthetic targets come from the Euler–Lagrange solver at the system's true par
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.solvers import Solver, check_mass_matrix
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.registry import Registry
 from lagfit_cli.core.systems import System
 
@@ -99,10 +100,13 @@ def grid_dataset(request: DataRequest) -> Dataset:
     diagonal q = q̇·const; this is the full n × n grid its text and Fig. 1 describe.)
     """
     n, dof = int(request.spec["n"]), request.system.dof
-    if n ** (2 * dof) > MAX_GRID_POINTS:
+    if 2 * dof * math.log10(max(n, 1)) > 7 or n ** (2 * dof) > MAX_GRID_POINTS:
+        total = n ** (2 * dof) if 2 * dof * math.log10(max(n, 1)) < 15 else None
+        shown = f"{total:,}" if total is not None else f"about 10^{int(2 * dof * math.log10(n))}"
+        n_shown = f"{n:,}" if n < 10**15 else f"{float(n):.3g}"
         raise ArgumentError(
-            "n", f"a grid of {n} points per state variable has {n}^{2 * dof} = "
-            f"{n ** (2 * dof):,} points for {dof} coordinates (limit {MAX_GRID_POINTS:,}); "
+            "n", f"a grid of {n_shown} points per state variable has {n_shown}^{2 * dof} = "
+            f"{shown} points for {dof} coordinates (limit {MAX_GRID_POINTS:,}); "
             "lower data.n or use data=uniform data.n_points=N"
         )
     q_axis = torch.linspace(*request.spec["q_bounds"], n, dtype=torch.float64)

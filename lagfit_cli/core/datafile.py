@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from lagfit_cli.core.data import DataRequest, Dataset, register_dataset
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError, printable
 
 KINDS = ("q", "qd", "qdd")
 
@@ -56,14 +56,48 @@ def read_states(
             "columns", f"{unknown[0]!r} is not one of lagfit's column names "
             f"(q0.., qd0.., qdd0..; here {', '.join(column_names(dof))})"
         )
-    if not path.is_file():
+    if not path.exists():
         raise _fail(path, "no such file")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not a CSV file")
+    if not path.is_file():
+        raise _fail(path, "is not a regular file (a device, pipe or socket); give a CSV file")
+    targets: dict[str, list[str]] = {}
+    for name, column in mapping.items():
+        targets.setdefault(column, []).append(name)
+    shared = next((names for names in targets.values() if len(names) > 1), None)
+    if shared:
+        raise ArgumentError(
+            "columns", f"maps {' and '.join(shared)} to the same column "
+            f"{printable(mapping[shared[0]])!r}; each of lagfit's columns needs its own"
+        )
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # header=None: the header row is read as it is (pandas would rename duplicates)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, header=None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise _fail(path, f"not a readable CSV file ({str(err).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
+        raise _fail(path, f"not a readable CSV file ({printable(str(err).splitlines()[0])})") from None
+    except OSError as err:
+        raise _fail(path, f"cannot read it: {err.strerror or err}") from None
+    header = [str(c).strip() for c in raw.iloc[0]] if len(raw) else []
+    table = raw.iloc[1:].reset_index(drop=True)
+    table.columns = header
     file_name = {name: mapping.get(name, name) for name in column_names(dof)}
+    # unmapped names that collide with a mapped one are many-to-one maps too
+    reads: dict[str, str] = {}
+    for name, column in file_name.items():
+        if column in reads:
+            raise ArgumentError(
+                "columns", f"{reads[column]} and {name} would both read the file's column "
+                f"{printable(column)!r}; map each to its own column"
+            )
+        reads[column] = name
+    for column in file_name.values():
+        positions = [i + 1 for i, c in enumerate(header) if c == column]
+        if len(positions) > 1:
+            raise _fail(
+                path, f"column {printable(column)!r} appears {len(positions)} times (columns "
+                f"{', '.join(map(str, positions))}); give each column a unique name"
+            )
 
     # columns for more coordinates than the system has
     extra = [
@@ -81,11 +115,13 @@ def read_states(
     for name in column_names(dof):
         if file_name[name] not in table.columns:
             mapped = f" (data.columns maps {name} to it)" if name in mapping else ""
+            found = ", ".join(repr(printable(c, 60)) for c in table.columns[:20])
+            found += ", ..." if len(table.columns) > 20 else ""
             raise _fail(
                 path,
-                f"missing column {file_name[name]!r}{mapped}; the system has {dof} coordinate"
+                f"missing column {printable(file_name[name])!r}{mapped}; the system has {dof} coordinate"
                 f"{'s' if dof > 1 else ''} and needs {', '.join(column_names(dof))}; "
-                f"found {', '.join(table.columns) or 'none'}",
+                f"found {found or 'none'}",
             )
     if len(table) < min_rows:
         raise _fail(
@@ -102,14 +138,14 @@ def read_states(
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             cell = text.iloc[row]
-            what = "empty cell" if cell == "" else f"not a number: {cell!r}"
-            raise _fail(path, f"column {column!r}, {_where(row)}: {what}")
+            what = "empty cell" if cell == "" else f"not a number: {printable(cell, 60)!r}"
+            raise _fail(path, f"column {printable(column)!r}, {_where(row)}: {what}")
         array = numbers.to_numpy(dtype=float)
         not_finite = ~np.isfinite(array)
         if not_finite.any():
             row = int(not_finite.nonzero()[0][0])
             cell = text.iloc[row]
-            raise _fail(path, f"column {column!r}, {_where(row)}: value {cell!r} is not finite")
+            raise _fail(path, f"column {printable(column)!r}, {_where(row)}: value {printable(cell, 60)!r} is not finite")
         values[name] = torch.tensor(array, dtype=torch.float64)
 
     return {

@@ -56,10 +56,14 @@ Degeneracies that are not scalings
 from __future__ import annotations
 
 import ast
+import dataclasses
+import io
 import keyword
 import math
 import operator
 import re
+import tokenize
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Optional, Union
@@ -67,10 +71,10 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.systems import Coefficients, System, register_system
 
-MAX_LENGTH = 10_000  #: characters
+MAX_LENGTH = 100_000  #: characters (a flat sum of thousands of terms fits)
 MAX_DEPTH = 200  #: nesting levels of the syntax tree
 MAX_DOF = 100  #: highest coordinate count a custom Lagrangian may use
 
@@ -210,22 +214,83 @@ def _check_param_names(param_names: tuple[str, ...]) -> None:
             raise ArgumentError("params", f"{name!r} is a reserved name (function or constant)")
 
 
-def _parse(source: Any) -> ast.Expression:
+def _parse(source: Any) -> tuple[ast.Expression, str]:
+    """The syntax tree of ``source``, and the text its node positions refer to."""
     if not isinstance(source, str):
         raise _fail(f"expected an expression string, got {type(source).__name__}")
     if len(source) > MAX_LENGTH:
         raise _fail(f"expression is {len(source)} characters long; the limit is {MAX_LENGTH}")
     if not source.strip():
         raise _fail("the expression is empty")
+    if "#" in source:
+        raise _fail(f"'#' at column {source.index('#') + 1} is not allowed (comments are not part of an expression)")
+    text = source.strip()
     try:
-        return ast.parse(source.strip(), mode="eval")
+        return _quiet_parse(text), text
     except SyntaxError as error:
         where = f" at column {error.offset}" if error.offset else ""
         raise _fail(f"syntax error{where}: {error.msg.split(';')[0]}") from None
     except (RecursionError, MemoryError):
+        # Python's parser nests a flat sum a + b + c + ... one level per term: parse a long
+        # sum term by term and rejoin it as a balanced tree (same value, depth log₂ terms)
+        balanced = _balanced_sum(text)
+        if balanced is not None:
+            try:
+                return _quiet_parse(balanced), balanced
+            except (SyntaxError, RecursionError, MemoryError):
+                pass
         raise _fail(f"expression is nested too deeply (limit {MAX_DEPTH} levels)") from None
     except ValueError as error:  # e.g. integer literals beyond Python's digit limit
         raise _fail(str(error).split("\n")[0]) from None
+
+
+def _quiet_parse(text: str) -> ast.Expression:
+    # Python's own warnings (e.g. "invalid decimal literal" for `1if 1 else 0`) would print
+    # a line of their own: an expression gets one error line, or none
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text, mode="eval")
+
+
+def _balanced_sum(text: str) -> Optional[str]:
+    """``t1 - t2 + t3 ...`` (split at the top-level binary + and -) rewritten as a balanced
+    sum ``((t1)+(-(t2)))+((t3)+...)``; None when it is not a long sum or cannot be split."""
+    line_starts = [0]
+    for line in text.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+    terms: list[tuple[str, str]] = []
+    sign, start, depth, previous = "+", 0, 0, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    for token in tokens:
+        if token.type in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER,
+                          tokenize.INDENT, tokenize.DEDENT):
+            continue
+        if token.type == tokenize.OP and token.string in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and token.string in ")]}":
+            depth -= 1
+        elif (
+            token.type == tokenize.OP and token.string in ("+", "-") and depth == 0
+            and previous is not None
+            and (previous.type == tokenize.NUMBER or previous.string in ")]}"
+                 or (previous.type == tokenize.NAME and not keyword.iskeyword(previous.string)))
+        ):
+            begin = line_starts[token.start[0] - 1] + token.start[1]
+            terms.append((sign, text[start:begin]))
+            sign, start = token.string, line_starts[token.end[0] - 1] + token.end[1]
+        previous = token
+    terms.append((sign, text[start:]))
+    if len(terms) < 2 or any(not term.strip() for _, term in terms):
+        return None
+    parts = [f"({term})" if sign == "+" else f"(-({term}))" for sign, term in terms]
+    while len(parts) > 1:
+        parts = [f"({a}+{b})" for a, b in zip(parts[::2], parts[1::2])] + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]
 
 
 def _fold(source: str, node: ast.AST, function: Callable[..., Any], *values: float) -> float:
@@ -248,8 +313,9 @@ def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLag
     """
     param_names = tuple(param_names)
     _check_param_names(param_names)
-    tree = _parse(source)
-    return _Compiler(source.strip(), param_names).run(tree.body)
+    tree, text = _parse(source)
+    compiled = _Compiler(text, param_names).run(tree.body)
+    return dataclasses.replace(compiled, source=source.strip())
 
 
 def _compile_part(source: str, names: tuple[str, ...]) -> CompiledLagrangian:
@@ -363,7 +429,7 @@ class _Compiler:
             children = _validated_children(self.source, node, self.param_index)
             todo.append((node, depth, in_top_sum, True))
             todo.extend(
-                (child, depth + 1, in_top_sum and _keeps_top_sum(node, child), False)
+                (child, depth + _depth_step(node, child), in_top_sum and _keeps_top_sum(node, child), False)
                 for child in reversed(children)
             )
 
@@ -427,6 +493,8 @@ class _Compiler:
                 value = _fold(self.source, node, function, left.constant, right.constant)
                 self._push_constant(value, 2)
             else:
+                if symbol == "/" and right.constant == 0:
+                    raise _fail(f"division by zero in {_snippet(self.source, node)!r}")
                 self.program.append((_BINARY_OP, function))
                 self.items.append(self._binary_item(symbol, left, right, in_top_sum))
 
@@ -500,6 +568,23 @@ class _Compiler:
         self._require_invariant(right.exponents)
         degree = 0.0 if left.param_degree == 0 and right.param_degree == 0 else math.inf
         return _Item(None, degree, self._zero(), has_state)
+
+
+_CHAINS = ((ast.Add, ast.Sub), (ast.Mult, ast.Div))
+
+
+def _depth_step(parent: ast.AST, child: ast.AST) -> int:
+    """Nesting a child adds to the depth: 0 along a flat chain a + b - c + ... or a * b / c
+    (the left operand of the same kind of operator), so a sum of thousands of terms is flat;
+    1 otherwise."""
+    if (
+        isinstance(parent, ast.BinOp)
+        and isinstance(child, ast.BinOp)
+        and child is parent.left
+        and any(isinstance(parent.op, ops) and isinstance(child.op, ops) for ops in _CHAINS)
+    ):
+        return 0
+    return 1
 
 
 def _keeps_top_sum(parent: ast.AST, child: ast.AST) -> bool:

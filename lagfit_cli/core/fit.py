@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.solvers import LossAndGrad, Solver
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.systems import ParameterRatio, System
 
 
@@ -58,16 +58,32 @@ STATUSES = (CONVERGED, STALLED, MAX_ITERS, DIVERGED)
 
 @dataclass
 class FitHistory:
-    """Per-iteration records; row t is the state before step t.
+    """Per-iteration records; row r is the state before step ``iters[r]``.
 
     theta (T, B, P), loss (T, B), grad_norm (T, B), lr (T, B) (NaN where no step was
-    taken); a start's rows after ``stop_iter[b]`` repeat its frozen state.
+    taken); a start's rows after ``stop_iter[b]`` repeat its frozen state. Unthinned
+    (the default), ``iters[r] == r``; thinned, the rows are every k-th iteration plus the
+    last one, so the row of a start's stop may be a later row holding the same frozen state.
     """
 
     theta: Tensor
     loss: Tensor
     grad_norm: Tensor
     lr: Tensor
+    #: (T,) the iteration of each row (None: row r is iteration r)
+    iters: Optional[Tensor] = None
+
+    def iteration(self) -> Tensor:
+        """(T,) the iteration of each row."""
+        if self.iters is not None:
+            return self.iters
+        return torch.arange(self.loss.shape[0], device=self.loss.device)
+
+    def rows_until(self, stop: int) -> int:
+        """How many rows reach a start that stopped at iteration ``stop`` (its frozen state
+        is the first row at or after ``stop``)."""
+        at_or_after = torch.nonzero(self.iteration() >= stop).flatten()
+        return int(at_or_after[0]) + 1 if at_or_after.numel() else self.loss.shape[0]
 
 
 @dataclass
@@ -105,13 +121,25 @@ def gradient_descent(
     grad_tol: float = 0.0,
     loss_tol: float = 0.0,
     on_iteration: Optional[Callable[[int, Tensor], None]] = None,
+    history_every: int = 1,
+    history_max_rows: Optional[int] = None,
 ) -> FitResult:
     """Run all B starts together until each converges, diverges, or ``iters`` steps pass.
 
     A start is *diverged* once its loss, gradient or parameters are not finite; it is
     then frozen (at its last finite parameters) while the others carry on.
     ``on_iteration(t, loss)`` is called after each evaluation (for a progress bar).
+
+    The history keeps every ``history_every``-th iteration and the last one; with
+    ``history_max_rows``, once that many rows are kept every other one is dropped and the
+    stride doubles, so its memory is bounded whatever ``iters`` is.
     """
+    if history_every < 1:
+        raise ArgumentError("history_every", f"must be at least 1, got {history_every}")
+    if history_max_rows is not None and history_max_rows < 2:
+        raise ArgumentError("history_max_rows", f"must be at least 2 (or None), got {history_max_rows}")
+    stride = history_every
+    rows_iter: list[int] = []
     theta = theta_init.clone()
     n_starts = theta.shape[0]
     device = theta.device
@@ -141,10 +169,6 @@ def gradient_descent(
             moving = torch.zeros_like(active)
         step_lr = torch.where(moving, step_lr, torch.full_like(step_lr, float("nan")))
 
-        rows_theta.append(theta.clone())
-        rows_loss.append(last_loss.clone())
-        rows_grad_norm.append(last_grad_norm.clone())
-        rows_lr.append(step_lr)
         if on_iteration is not None:
             on_iteration(t, last_loss)
 
@@ -153,7 +177,22 @@ def gradient_descent(
                 status[b] = DIVERGED if bool(diverged[b]) else CONVERGED
                 stop_iter[b] = t
             active = active & ~stopping
-        if t == iters or not bool(active.any()):
+        last = t == iters or not bool(active.any())
+        if t % stride == 0 or last:
+            rows_theta.append(theta.clone())
+            rows_loss.append(last_loss.clone())
+            rows_grad_norm.append(last_grad_norm.clone())
+            rows_lr.append(step_lr)
+            rows_iter.append(t)
+            if history_max_rows is not None and len(rows_iter) >= history_max_rows and not last:
+                # thin: keep the rows on the doubled stride (row 0 always stays)
+                stride *= 2
+                keep = [i for i, it in enumerate(rows_iter) if it % stride == 0]
+                rows_theta, rows_loss, rows_grad_norm, rows_lr, rows_iter = (
+                    [rows[i] for i in keep]
+                    for rows in (rows_theta, rows_loss, rows_grad_norm, rows_lr, rows_iter)
+                )
+        if last:
             break
         new_theta = theta - step_lr.nan_to_num(0.0)[:, None] * grad.nan_to_num(0.0)
         theta = torch.where(moving[:, None], new_theta, theta)
@@ -163,6 +202,7 @@ def gradient_descent(
         loss=torch.stack(rows_loss),
         grad_norm=torch.stack(rows_grad_norm),
         lr=torch.stack(rows_lr),
+        iters=None if rows_iter == list(range(len(rows_iter))) else torch.tensor(rows_iter, device=device),
     )
     return FitResult(
         theta_init=theta_init,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.solvers import Solver
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.fit import loss_on_batch
 from lagfit_cli.core.systems import System
 
@@ -39,7 +39,7 @@ def landscape_pair(
 ) -> tuple[int, int]:
     """Indices (ix, iy) of the two parameters to draw.
 
-    ``names`` (``report.landscape_params``) picks them; None picks a pair with a valley:
+    ``names`` (the task's ``x``, ``y``) picks them; None picks a pair with a valley:
     the gauge and the next member of the first scale group that has two or more members
     (m, k for the oscillators; l, g for the pendulum; m1, m2 for the double pendulum), or
     the first two parameters when there is no such group.

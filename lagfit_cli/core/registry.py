@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from lagfit_cli.core.errors import ArgumentError
+from lagfit_cli.errors import ArgumentError
 
 T = TypeVar("T")
 

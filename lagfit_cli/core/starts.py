@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from lagfit_cli.core.errors import ArgumentError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.registry import Registry
 
 #: how often a start whose mass matrix is singular on the data is drawn again

@@ -144,16 +144,17 @@ def paths_figure(
 
 def convergence_figure(
     loss: np.ndarray, ratios: np.ndarray, ratio_labels: Sequence[str], true_ratios: Sequence[float], title: str,
-    note: str = "",
+    note: str = "", iterations: Optional[np.ndarray] = None,
 ) -> Figure:
-    """Loss (T, B) and each identifiable ratio (T, B, R) against the iteration.
+    """Loss (T, B) and each identifiable ratio (T, B, R) against the iteration (row t is
+    iteration ``iterations[t]``, by default t).
 
     A NaN true value (unknown) draws no truth line; ``note`` is printed under the panels
     (e.g. which parameters are gauges or not identifiable)."""
     n_ratios = ratios.shape[-1]
     with style():
         fig, axes = plt.subplots(1, 1 + n_ratios, figsize=(5.0 * (1 + n_ratios), 4.2), squeeze=False)
-        iters = np.arange(loss.shape[0])
+        iters = np.arange(loss.shape[0]) if iterations is None else iterations
         ax = axes[0, 0]
         ax.semilogy(iters, np.where(loss > 0, loss, np.nan), lw=0.8, alpha=0.7)
         ax.set_xlabel("iteration")

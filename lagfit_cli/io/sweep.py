@@ -24,8 +24,9 @@ from typing import Any, Optional
 import pandas as pd
 import yaml
 
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.io.report import ERROR_FILE, EXIT_CRASH, METRICS_FILE
+from lagfit_cli.io.sweep_safety import check_job_files, not_started_rows, safe_job_row
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_FIGURE = "summary"
@@ -108,6 +109,7 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """One summary row: where the job is, what it was asked, how it ended, what it measured."""
+    check_job_files(job_dir)  # raises ValueError on a malformed file (see safe_job_row)
     overrides = read_overrides(job_dir)
     num = read_job_num(job_dir)
     row: dict[str, Any] = {"job": num if num is not None else str(job_dir.relative_to(sweep_dir))}
@@ -145,7 +147,8 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     jobs = job_dirs(sweep_dir)
     if not jobs:
         raise LagfitError(f"summarize: no job folders (with .hydra/overrides.yaml) under {sweep_dir}")
-    rows = [job_row(job, sweep_dir) for job in jobs]
+    rows = [safe_job_row(job_row, job, sweep_dir, FAILED) for job in jobs]
+    rows += not_started_rows(sweep_dir, {row["job"] for row in rows})
     table = pd.DataFrame(rows)
     first = ["job", "status", "error"]
     last = ["exit_code", "dir", "overrides"]

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lagfit_cli.io.plots import style, symbol
+from lagfit_cli.io.sweep_safety import escape_formulas
 from lagfit_cli.io.sweep import SUMMARY_CSV, SUMMARY_FIGURE, PlotPlan, Series, axis_scale, collect, plot_plan
 
 #: settings that do not change the numbers, left out of the figure's subtitle
@@ -166,7 +167,7 @@ def summarize(sweep_dir: Path, figure_format: str = "png", dpi: int = 150) -> pd
     """Write summary.csv (and summary.png when any job finished) into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     table = collect(sweep_dir)
-    table.to_csv(sweep_dir / SUMMARY_CSV, index=False, float_format="%.17g")
+    escape_formulas(table).to_csv(sweep_dir / SUMMARY_CSV, index=False, float_format="%.17g")
     plan = plot_plan(table)
     figure_path = sweep_dir / f"{SUMMARY_FIGURE}.{figure_format}"
     if plan.metrics and any(s.x for s in plan.series):

@@ -18,12 +18,16 @@ def history_table(system: System, result: FitResult) -> pd.DataFrame:
     h = result.history
     n_rows, _ = h.loss.shape
     stop = result.stop_iter.cpu().numpy()
-    t_idx, b_idx = np.nonzero(np.arange(n_rows)[:, None] <= stop[None, :])
+    row_iter = h.iteration().cpu().numpy()
+    # each start's rows up to its stop; in a thinned history its stop row is the first row
+    # at or after it (the same frozen state), labelled with the stop iteration
+    last_row = np.searchsorted(row_iter, stop, side="left")
+    t_idx, b_idx = np.nonzero(np.arange(n_rows)[:, None] <= last_row[None, :])
     order = np.lexsort((t_idx, b_idx))
     t_idx, b_idx = t_idx[order], b_idx[order]
     columns = {
         "start": b_idx,
-        "iter": t_idx,
+        "iter": t_idx if h.iters is None else np.minimum(row_iter[t_idx], stop[b_idx]),
         "loss": h.loss.cpu().numpy()[t_idx, b_idx],
         "grad_norm": h.grad_norm.cpu().numpy()[t_idx, b_idx],
         ("damping" if result.method == "lm" else "lr"): h.lr.cpu().numpy()[t_idx, b_idx],

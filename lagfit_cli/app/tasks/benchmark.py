@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lagfit_cli.core.timing import Method, sample_states, solver_table, step_table
 from lagfit_cli.core.solvers import SOLVERS
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.io.report import Report
 from lagfit_cli.core.systems import build_system, true_params
 from . import register_task

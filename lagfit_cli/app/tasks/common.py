@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lagfit_cli.core.data import DataRequest, Dataset, build_dataset
 from lagfit_cli.core.solvers import Solver, check_mass_matrix, make_solver
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.noise import add_noise
 from lagfit_cli.core.random import generator
 from lagfit_cli.core.systems import ParameterRatio, System, build_system, true_params
@@ -41,7 +41,10 @@ class Problem:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise LagfitError(f"device: must be 'cpu' or 'cuda[:N]', got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LagfitError(f"device: {name!r} was asked for, but torch sees no CUDA device")
     return device
@@ -71,6 +74,7 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     clean = clean64.to(dtype, device)
     truth = truth64.to(dtype=dtype, device=device)
     noisy = add_noise(clean, cfg.noise.sigma, cfg.noise.apply_to, generator(cfg.seed, "noise"))
+    check_finite_noise(noisy, cfg.noise.sigma, cfg.dtype)
     center = center64.to(dtype=dtype, device=device)
     return Problem(
         system, spec, truth, ratios, solver, clean, noisy, dtype, device, cfg.seed, center
@@ -121,6 +125,18 @@ def check_finite_targets(data: Dataset) -> None:
             f"q̈ is not finite at {n_bad} of {data.n_points} data points at the true parameters; "
             "check system.params and the state bounds"
         )
+
+
+def check_finite_noise(data: Dataset, sigma: float, dtype: str) -> None:
+    """Noise so large that the noisy data overflow: say so, naming noise.sigma."""
+    for name in ("q", "qd", "qdd"):
+        values = getattr(data, name)
+        if not bool(torch.isfinite(values).all()):
+            n_bad = int((~torch.isfinite(values)).any(-1).sum())
+            raise LagfitError(
+                f"noise.sigma: noise of σ = {sigma:g} makes {n_bad} of {data.n_points} noisy "
+                f"{name} values overflow {dtype}; lower noise.sigma"
+            )
 
 
 def problem_metrics(task: str, problem: Problem) -> dict:

@@ -57,6 +57,8 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         loss_tol=cfg.optim.loss_tol,
         auto_step_fraction=cfg.optim.auto_step_fraction,
         auto_samples=cfg.optim.auto_samples,
+        history_every=cfg.report.history_every,
+        history_max_rows=cfg.report.history_max_rows,
     )
 
 
@@ -115,7 +117,7 @@ def fit_figures(
             ix, iy, grid(x_lo, x_hi), grid(y_lo, y_hi),
         )
         paths = [
-            theta_path[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
+            theta_path[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
             for b in range(len(result.status))
         ]
         diverged = np.array([s == DIVERGED for s in result.status])
@@ -142,7 +144,7 @@ def fit_figures(
         notes.append("not identifiable: " + ", ".join(plots.symbol(n) for n in hidden))
     figures["fit_convergence"] = plots.convergence_figure(
         result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
-        note="; ".join(notes),
+        note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(),
     )
     return figures
 

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from lagfit_cli.core.data import Dataset
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.api import IDENTIFIABLE
 from lagfit_cli.core.fit import DIVERGED, STATUSES, relative_error, reported_values
 from lagfit_cli.core.landscape import Landscape, followers, landscape_pair, loss_landscape, parameter_grid
@@ -142,7 +142,7 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
             from lagfit_cli.io import plots
 
             paths = [
-                result.history.theta[: int(result.stop_iter[b]) + 1, b][:, [ix, iy]].cpu().numpy()
+                result.history.theta[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
                 for b in range(len(result.status))
             ]
             diverged = np.array([s == DIVERGED for s in result.status])

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from lagfit_cli.core.data import Dataset
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.fit import loss_on_batch
 from lagfit_cli.core.landscape import followers
 from lagfit_cli.core.noise import add_noise

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, jacfwd, jvp, vmap
 
-from lagfit_cli.core.errors import ArgumentError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.solvers.base import register_solver, solve_mass_matrix
 from lagfit_cli.core.systems import System
 

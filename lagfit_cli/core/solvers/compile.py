@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Union
 import torch
 from torch import Tensor
 
-from lagfit_cli.core.errors import ArgumentError
+from lagfit_cli.errors import ArgumentError
 
 COMPILE_CHOICES = ("auto", "true", "false")
 

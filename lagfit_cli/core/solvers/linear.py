@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from lagfit_cli.core.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.solvers.autodiff import autograd_terms, euler_lagrange_terms
 from lagfit_cli.core.solvers.base import FALLBACK, SOLVERS, register_solver, solve_mass_matrix
 from lagfit_cli.core.solvers.compile import EAGER_CHUNK_POINTS, Compiled, should_compile
@@ -232,7 +232,12 @@ def linear_basis(
     basis_r = rhss[1 : n_params + 1] - offset_r
     probes = thetas[n_params + 1 :]
 
-    linear = bool(torch.isfinite(hessians).all() and torch.isfinite(rhss).all())
+    finite = torch.isfinite(hessians).flatten(2).all(-1) & torch.isfinite(rhss).flatten(2).all(-1)  # (K, N)
+    if not bool(finite.all()):
+        if declared or require:
+            raise LagfitError(nonfinite_terms_message(system, q, qd, finite))
+        return None  # not declared: the generic solvers take over (and meet the same values)
+    linear = True
     tolerance = 1000 * torch.finfo(q.dtype).eps
     for values, basis, offset in ((hessians, basis_h, offset_h), (rhss, basis_r, offset_r)):
         if not linear:
@@ -260,6 +265,26 @@ def linear_basis(
         rhs=basis_r,
         offset_hessian=offset_h if has_offset else None,
         offset_rhs=offset_r if has_offset else None,
+    )
+
+
+def nonfinite_terms_message(system: System, q: Tensor, qd: Tensor, finite: Tensor) -> str:
+    """One line naming where eq. 6's terms overflow: not a nonlinearity, but values (data,
+    noise or parameters) too large for the dtype, or a Lagrangian undefined there."""
+    bad_points = ~finite.all(0)
+    n_bad = int(bad_points.sum())
+    first = int(bad_points.nonzero()[0, 0])
+
+    def values(row: Tensor) -> str:
+        return "[" + ", ".join(f"{float(v):.3g}" for v in row.tolist()[:4]) + (", ..." if row.numel() > 4 else "") + "]"
+
+    at_zero = not bool(finite[0, first])
+    return (
+        f"system {system.name!r}: the Euler–Lagrange terms are not finite at {n_bad} of "
+        f"{q.shape[0]} data points (first: point {first + 1}, q = {values(q[first])}, "
+        f"q̇ = {values(qd[first])}){' already at θ = 0' if at_zero else ''}: the data (or the "
+        f"noise) overflow {str(q.dtype).removeprefix('torch.')}, or the Lagrangian is not "
+        "defined there; check the data, noise.sigma and the state bounds"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lagfit_cli.core.errors import LagfitError
+from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.solvers.autodiff import autograd_terms
 from lagfit_cli.core.systems import System
 

@@ -6,7 +6,7 @@ from typing import Union
 
 from torch import Tensor
 
-from lagfit_cli.core.errors import ArgumentError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.solvers.base import FALLBACK, Solver, get_solver
 from lagfit_cli.core.solvers.compile import (
     FAST_LINEAR_MIN_STARTS,

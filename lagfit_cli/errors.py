@@ -22,3 +22,14 @@ class ArgumentError(LagfitError):
     def __init__(self, argument: str, detail: str):
         self.argument, self.detail = argument, detail
         super().__init__(f"{argument}: {detail}")
+
+
+def printable(text: object, limit: int = 2000) -> str:
+    """``text`` safe to echo on one terminal line: control characters (newlines, terminal
+    escapes) become ``?``, and at most ``limit`` characters are kept."""
+    import unicodedata
+
+    cleaned = "".join(
+        "?" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in str(text)
+    )
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
