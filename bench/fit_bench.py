@@ -22,27 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from sympy_eom import columns, sympy_qdd, uniform_states  # noqa: E402  (independent of lagfit)
 
 ROWS = 2000
-
-
-def sympy_qdd(lagrangian: str, params: list[str], dof: int):
-    """q̈(q, q̇, θ) as a numpy function, from the Euler–Lagrange equations by sympy."""
-    q = sp.symbols(" ".join(f"q{i}" for i in range(dof)) + ("," if dof == 1 else ""))
-    qd = sp.symbols(" ".join(f"qd{i}" for i in range(dof)) + ("," if dof == 1 else ""))
-    theta = sp.symbols(" ".join(params) + ("," if len(params) == 1 else ""))
-    names = {f"q{i}": q[i] for i in range(dof)} | {f"qd{i}": qd[i] for i in range(dof)}
-    names |= {"q": q[0], "qd": qd[0]} if dof == 1 else {}
-    names |= dict(zip(params, theta))
-    L = sp.sympify(lagrangian, locals=names)
-    mass = sp.Matrix(dof, dof, lambda i, j: sp.diff(L, qd[i], qd[j]))
-    force = sp.Matrix(
-        [sp.diff(L, q[i]) - sum(sp.diff(L, qd[i], q[j]) * qd[j] for j in range(dof)) for i in range(dof)]
-    )
-    acc = mass.LUsolve(force)
-    fn = sp.lambdify((q, qd, theta), list(acc), "numpy")
-    return lambda qv, qdv, th: np.stack(np.broadcast_arrays(*fn(qv.T, qdv.T, th)), axis=-1)
 
 
 PROBLEMS = {
@@ -60,19 +44,6 @@ PROBLEMS = {
     ),
 }
 PENDULUM = "0.5*m*l**2*qd**2 + m*g*l*cos(q)"
-
-
-def states(dof: int, bounds: tuple[float, float], seed: int):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-bounds[0], bounds[0], (ROWS, dof)), rng.uniform(-bounds[1], bounds[1], (ROWS, dof))
-
-
-def table(q, qd, qdd) -> dict[str, np.ndarray]:
-    dof = q.shape[1]
-    out = {f"q{i}": q[:, i] for i in range(dof)}
-    out |= {f"qd{i}": qd[:, i] for i in range(dof)}
-    out |= {f"qdd{i}": qdd[:, i] for i in range(dof)}
-    return out
 
 
 def worst_error(values: dict[str, float], params: dict[str, float], ratios) -> float:
@@ -170,9 +141,9 @@ def main(argv=None) -> int:
            params={"m": None, "l": None, "g": None})
 
     for name, (lagrangian, params, dof, bounds, ratios) in PROBLEMS.items():
-        q, qd = states(dof, bounds, seed=1)
+        q, qd = uniform_states(ROWS, dof, *bounds, seed=1)
         qdd = sympy_qdd(lagrangian, list(params), dof)(q, qd, np.array(list(params.values())))
-        data = table(q, qd, qdd)
+        data = columns(q, qd, qdd)
         systems = [("custom", lagrangian)]
         if name == "double_pendulum":
             systems.append(("builtin double_pendulum (data=csv)", "double_pendulum"))
@@ -187,9 +158,9 @@ def main(argv=None) -> int:
 
     for gl in ([0.5, 13.08, 50.0] if args.quick else [0.5, 2.0, 4.905, 13.08, 30.0, 50.0]):
         params = {"m": 1.0, "l": 1.0, "g": gl}
-        q, qd = states(1, (1.5, 2.0), seed=2)
+        q, qd = uniform_states(ROWS, 1, 1.5, 2.0, seed=2)
         qdd = sympy_qdd(PENDULUM, list(params), 1)(q, qd, np.array([1.0, 1.0, gl]))
-        row = run_lagfit(PENDULUM, table(q, qd, qdd), params, [("g", "l")], "lm", 1)
+        row = run_lagfit(PENDULUM, columns(q, qd, qdd), params, [("g", "l")], "lm", 1)
         rows.append({"problem": f"pendulum g/l={gl:g}", "system": "custom", "method": "lagfit lm", **row})
         print(rows[-1], file=sys.stderr)
 

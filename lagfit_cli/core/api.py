@@ -249,7 +249,7 @@ def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
     missing = [name for name in needed if name not in data]
     if dof == 0 or missing:
         raise ArgumentError("data", f"needs arrays named {', '.join(needed or ['q0', 'qd0', 'qdd0'])}; missing {', '.join(missing) or 'q0'}")
-    arrays = {name: torch.as_tensor(np.asarray(data[name], dtype=float), dtype=torch.float64) for name in needed}
+    arrays = {name: torch.from_numpy(np.ascontiguousarray(data[name], dtype=np.float64)) for name in needed}
     stack = lambda kind: torch.stack([arrays[f"{kind}{i}"] for i in range(dof)], dim=1)  # noqa: E731
     return Dataset(stack("q"), stack("qd"), stack("qdd"))
 

@@ -321,7 +321,7 @@ def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLag
 def _compile_part(source: str, names: tuple[str, ...]) -> CompiledLagrangian:
     """Compile a piece that lagfit itself assembled from a validated expression (a
     coefficient or the Lagrangian in coefficients): names need not all appear."""
-    return _Compiler(source, names, require_all=False).run(_parse(source).body)
+    return _Compiler(source, names, require_all=False).run(_parse(source)[0].body)
 
 
 def _signed_terms(node: ast.AST, sign: int = 1):
@@ -359,7 +359,7 @@ def separate(source: str, param_names: tuple[str, ...]) -> Optional[Coefficients
     part share one coefficient, terms with no state are dropped (a constant in L moves
     nothing). ``k*(q + b)`` is not separable in this sense (its factor mixes both).
     """
-    tree = _parse(source).body
+    tree = _parse(source)[0].body
     params = set(param_names)
     coefficient_parts: dict[str, list[str]] = {}
     offset: list[str] = []
