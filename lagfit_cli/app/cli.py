@@ -70,6 +70,7 @@ def run(args: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from lagfit_cli.app import hydra_app, sweeps
+    from lagfit_cli.app.slurm import SweepInterrupted, SweepStopped
 
     hydra_app.FAILURES.clear()
     from lagfit_cli.io import sweep
@@ -92,6 +93,11 @@ def run(args: list[str]) -> int:
                 (sweep_dir / "multirun.yaml").unlink()
                 sweep_dir.rmdir()
         return error(describe_config_error(exc))
+    except SweepInterrupted as exc:  # Ctrl-C while waiting on a cluster: the jobs go on there
+        print(f"lagfit: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SweepStopped as exc:  # e.g. sbatch rejected the sweep: its reason, in one line
+        return error(str(exc), exc.exit_code)
     except RuntimeError as exc:
         missing = re.match(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'", str(exc))
         if missing is None:

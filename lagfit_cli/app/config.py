@@ -200,6 +200,9 @@ class NoiseStudyConf:
 def register_configs() -> None:
     """Put the root schema in Hydra's ConfigStore; conf/config.yaml builds on it."""
     ConfigStore.instance().store(name="lagfit_schema", node=LagfitConf)
+    from lagfit_cli.app.slurm import register_slurm
+
+    register_slurm()  # hydra/launcher=submitit_slurm: lagfit's launcher and its resolver
 
 
 # --------------------------------------------------------------------------- ranges
