@@ -32,13 +32,8 @@ from lagfit_cli.app.slurm import (
     query_states,
     save_jobs,
 )
-from lagfit_cli.io.report import ERROR_FILE, EXIT_CRASH
 
 log = logging.getLogger(__name__)
-
-
-class JobTimeLimit(BaseException):
-    """Raised in a job by SLURM's warning signal; a BaseException so that no task catches it."""
 
 
 def _sbatch_reason(error: BaseException) -> str:
@@ -67,38 +62,19 @@ class SlurmLauncherMixin:
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         from lagfit_cli.app import hydra_app
 
-        def time_limit(signum, frame):
-            raise JobTimeLimit()
-
-        # installed over submitit's handler: lagfit jobs do not checkpoint or requeue
-        signal.signal(signal.SIGUSR2, time_limit)
+        # SLURM's warning signal (USR2, signal_delay_s before the limit, or up to a minute
+        # earlier: SLURM checks coarsely) goes to every process of the job. submitit's handler
+        # would end the job at once ("timed-out too many times", a crash) and the default
+        # action kills a child (torch's compiler); ignored (and so ignored by the children,
+        # which inherit it), the job runs to its limit, and a job SLURM stops there is
+        # `timeout` from SLURM's own state. lagfit jobs neither checkpoint nor requeue.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         hydra_app.FAILURES.clear()
-        try:
-            result = super().__call__(*args, **kwargs)
-        except JobTimeLimit:
-            self._record_timeout()
-            _exit_with(EXIT_CRASH)
-            return JobReturn(status=JobStatus.COMPLETED, _return_value=None)
-        finally:
-            signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        result = super().__call__(*args, **kwargs)
         codes = [failure.exit_code for failure in hydra_app.FAILURES]
         if codes:  # sacct shows FAILED with lagfit's exit code, not COMPLETED 0:0
             _exit_with(max(codes))
         return result
-
-    def _record_timeout(self) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            run_dir = Path(HydraConfig.get().runtime.output_dir)
-        except (ValueError, AttributeError):
-            return
-        limit = self.params.get("timeout_min")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(
-            f"timeout: the job reached its time limit (hydra.launcher.timeout_min={limit})\n"
-            f"exit code {EXIT_CRASH}\nstatus timeout\n")
-        print(f"lagfit: job stopped at SLURM's time-limit signal (timeout_min={limit})", file=sys.stderr)
 
     # ---------------------------------------------------------------- on the login node
 
