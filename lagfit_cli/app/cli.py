@@ -147,7 +147,9 @@ usage: lagfit summarize DIR [--format png|pdf|svg]
 
 Reads every job folder under DIR (a sweep: outputs/multirun/DATE/TIME/) and writes
 DIR/summary.csv (one row per job: overrides, status, error, key metrics) and
-DIR/summary.png. Exit code: 0 if every job finished ok, else the largest job exit code.
+DIR/summary.png. Every job planned in DIR/multirun.yaml has a row: one without a folder
+is pending/not_started (or, on SLURM, what SLURM says: cancelled, timeout, ...).
+Exit code: 0 if every planned job finished ok, else the largest job exit code.
 """
 
 

@@ -3,8 +3,9 @@ the summary gives them, and the exceptions that end a sweep early. No submitit i
 ``lagfit summarize`` and the CLI use this module without the slurm extra.
 
 ``hydra/launcher=submitit_slurm`` (conf/hydra/launcher/submitit_slurm.yaml) targets
-:class:`lagfit_cli.app.slurm_launcher.LagfitSlurmLauncher`, the plugin's ``SlurmLauncher`` with
-the faults of a real cluster handled (issue 16):
+:class:`hydra_plugins.lagfit_launchers.slurm.LagfitSlurmLauncher` (its code:
+:mod:`lagfit_cli.app.slurm_launcher`), the plugin's ``SlurmLauncher`` with the faults of a real
+cluster handled (issue 16):
 
 - it waits by polling ``sacct`` for the array (``squeue -t all`` where accounting is off, then
   the result files), quietly, with a bounded wait for jobs SLURM no longer lists; a job SLURM
@@ -13,8 +14,10 @@ the faults of a real cluster handled (issue 16):
 - a rejected ``sbatch`` is :class:`SubmissionRejected` (one line, sbatch's reason), and the sweep
   folder it would have left half-made is removed;
 - Ctrl-C while waiting is :class:`SweepInterrupted`: the jobs continue on the cluster;
-- in the job, SLURM's warning signal before the time limit records the job as ``timeout``, and
-  the job's process exits with lagfit's exit code, so that ``sacct`` agrees with lagfit.
+- in the job, SLURM's warning signal before the time limit (``signal_delay_s``, derived from
+  ``timeout_min``) is ignored, so a short limit no longer ends the job at once; a job SLURM
+  stops at its limit is ``timeout`` from SLURM's state. The job's process exits with lagfit's
+  exit code, so that ``sacct`` agrees with lagfit.
 
 The array's job ids and the last states seen are kept in ``.submitit/lagfit_jobs.json`` of the
 sweep, so that ``lagfit summarize DIR`` can tell pending, running and killed jobs apart later.
