@@ -105,7 +105,7 @@ def run_scipy(lagrangian, params, dof, data, ratios, repeats, starts=16, seed=0)
             results.append((fit.cost, theta, fit.status > 0))
         times.append(time.perf_counter() - started)
         best = min(results, key=lambda r: r[0])
-    cost, theta = best[0], best[1]
+    theta = best[1]
     values = {f"{n}/{d}": theta[names.index(n)] / theta[names.index(d)] for n, d in ratios}
     at_global = sum(
         1 for c, th, _ in results

@@ -84,6 +84,7 @@ def run(args: list[str]) -> int:
 
     from lagfit_cli.app import hydra_app, rundir, sweeps
     from lagfit_cli.errors import LagfitError
+    from lagfit_cli.app.slurm import SweepInterrupted, SweepStopped
 
     hydra_app.FAILURES.clear()
     sweeps.RESULTS.clear()
@@ -112,6 +113,11 @@ def run(args: list[str]) -> int:
                 (sweep_dir / "multirun.yaml").unlink()
                 sweep_dir.rmdir()
         return error(describe_config_error(exc))
+    except SweepInterrupted as exc:  # Ctrl-C while waiting on a cluster: the jobs go on there
+        print(f"lagfit: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SweepStopped as exc:  # e.g. sbatch rejected the sweep: its reason, in one line
+        return error(str(exc), exc.exit_code)
     except RuntimeError as exc:
         missing = re.match(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'", str(exc))
         if missing is None:
@@ -205,7 +211,9 @@ usage: lagfit summarize DIR [--format png|pdf|svg]
 
 Reads every job folder under DIR (a sweep: outputs/multirun/DATE/TIME/) and writes
 DIR/summary.csv (one row per job: overrides, status, error, key metrics) and
-DIR/summary.png. Exit code: 0 if every job finished ok, else the largest job exit code.
+DIR/summary.png. Every job planned in DIR/multirun.yaml has a row: one without a folder
+is pending/not_started (or, on SLURM, what SLURM says: cancelled, timeout, ...).
+Exit code: 0 if every planned job finished ok, else the largest job exit code.
 """
 
 

@@ -250,6 +250,9 @@ def register_configs() -> None:
     for name, schema in TASK_SCHEMAS.items():
         if name != "seed_report":  # conf/task/seed_report.yaml starts from noise_study.yaml
             store.store(name=f"task_{name}_schema", node=schema)
+    from lagfit_cli.app.slurm import register_slurm
+
+    register_slurm()  # hydra/launcher=submitit_slurm: lagfit's launcher and its resolver
 
 
 # --------------------------------------------------------------------------- ranges

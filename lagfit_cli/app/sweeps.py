@@ -53,9 +53,11 @@ class SweepSummary(Callback):
 def write_or_explain(sweep_dir: Path, figure_format: str = "png", dpi: int = 150) -> SweepResult:
     # imported here: matplotlib is needed only once a sweep ends, not at every start-up
     from lagfit_cli.errors import LagfitError
+    from lagfit_cli.app.slurm import cluster_statuses
     from lagfit_cli.io.sweep_plot import summarize
 
     try:
-        return SweepResult(sweep_dir, summarize(sweep_dir, figure_format, dpi))
+        # a SLURM sweep: pending, running and killed jobs as SLURM sees them (or saw them last)
+        return SweepResult(sweep_dir, summarize(sweep_dir, figure_format, dpi, cluster_statuses(sweep_dir)))
     except LagfitError as err:
         return SweepResult(sweep_dir, None, str(err))

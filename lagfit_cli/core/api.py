@@ -44,7 +44,6 @@ from lagfit_cli.core.datafile import column_names, read_states
 from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.core.fit import (
     CONVERGED,
-    DIVERGED,
     STATUSES,
     FitResult,
     gradient_descent,
@@ -363,7 +362,6 @@ def fit_dataset(
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
-    truth_known = bool(torch.isfinite(truth).all())
     started = time.perf_counter()
     model = make_residual_model(system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile))
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.solvers import Solver, check_mass_matrix
-from lagfit_cli.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.registry import Registry
 from lagfit_cli.core.systems import System
 

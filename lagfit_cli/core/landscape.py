@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.core.solvers import Solver
-from lagfit_cli.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.fit import loss_on_batch
 from lagfit_cli.core.systems import System
 

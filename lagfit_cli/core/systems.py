@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional
 from torch import Tensor
 import torch
 
-from lagfit_cli.errors import ArgumentError, LagfitError
+from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.registry import Registry
 
 Lagrangian = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -26,12 +26,16 @@ import yaml
 
 from lagfit_cli.errors import LagfitError
 from lagfit_cli.io.report import ERROR_FILE, EXIT_CRASH, METRICS_FILE
-from lagfit_cli.io.sweep_safety import check_job_files, not_started_rows, safe_job_row
+from lagfit_cli.io.sweep_safety import check_job_files, safe_job_row
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_FIGURE = "summary"
 
 OK, FAILED, CHECK_FAILED, INCOMPLETE = "ok", "failed", "check_failed", "incomplete"
+#: a planned job (multirun.yaml) with no folder and nothing known of it
+NOT_STARTED = "not_started"
+#: error.txt's optional status line (e.g. "status timeout", written by a job stopped at its limit)
+STATUS_LINE = re.compile(r"^status (\w+)$")
 #: exit code of a job that left neither metrics.json nor an exit code in error.txt
 EXIT_UNKNOWN = EXIT_CRASH
 
@@ -95,6 +99,39 @@ def read_error(job_dir: Path) -> tuple[Optional[str], Optional[int]]:
     return message, (codes[0] if codes else None)
 
 
+def read_status(job_dir: Path) -> Optional[str]:
+    """The status named by a job's error.txt (``status timeout``), or None (then: failed)."""
+    path = job_dir / ERROR_FILE
+    if not path.is_file():
+        return None
+    found = [m.group(1) for m in map(STATUS_LINE.match, path.read_text().splitlines()[1:]) if m]
+    return found[0] if found else None
+
+
+def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
+    """Every job's overrides, in job-number order, as Hydra's basic sweeper expands the sweep
+    saved in ``multirun.yaml``; None when there is no such file or another sweeper ran it."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    # imported here: only summaries of sweeps need Hydra's override grammar
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        hydra_cfg = OmegaConf.load(path).hydra
+        if not str(hydra_cfg.sweeper._target_).endswith("BasicSweeper"):
+            return None
+        params = hydra_cfg.sweeper.get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # noqa: BLE001  an unreadable plan: summarize the folders alone
+        return None
+    return [list(job) for batch in batches for job in batch]
+
+
 def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     """The key metrics of one job, flattened: best loss, each ratio's estimate and error, runtime."""
     row: dict[str, Any] = {}
@@ -128,7 +165,7 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
             code = EXIT_UNKNOWN
         row.update(status=status, error=message or "", exit_code=code or 0)
     elif message is not None:
-        row.update(status=FAILED, error=message, exit_code=code if code is not None else EXIT_UNKNOWN)
+        row.update(status=read_status(job_dir) or FAILED, error=message, exit_code=code if code is not None else EXIT_UNKNOWN)
     else:
         row.update(status=INCOMPLETE, error="neither metrics.json nor error.txt: interrupted or still running",
                    exit_code=EXIT_UNKNOWN)
@@ -139,16 +176,38 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     return row
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    """The summary table of a sweep folder: one row per job folder found under it."""
+def planned_row(num: int, overrides: list[str], sweep_dir: Path,
+                cluster: Optional[tuple[str, str]]) -> dict[str, Any]:
+    """The row of a planned job without a job folder: what the cluster says of it, or not_started."""
+    status, message = cluster or (NOT_STARTED, "no job folder: the job has not started (or never will)")
+    row: dict[str, Any] = {"job": num, "status": status, "error": message, "exit_code": EXIT_UNKNOWN}
+    row.update(override_columns(overrides))
+    folder = sweep_dir / str(num)
+    row["dir"] = str(num) if folder.is_dir() else ""
+    row["overrides"] = " ".join(overrides)
+    return row
+
+
+def collect(sweep_dir: Path, cluster: Optional[dict[int, tuple[str, str]]] = None) -> pd.DataFrame:
+    """The summary table of a sweep folder: one row per planned job (``multirun.yaml``), from its
+    folder where it has one. ``cluster``: {job number: (status, message)} from the scheduler,
+    for jobs that left no result (pending, running, cancelled, timeout, ...)."""
     sweep_dir = Path(sweep_dir)
+    cluster = cluster or {}
     if not sweep_dir.is_dir():
         raise LagfitError(f"summarize: {sweep_dir} is not a folder")
     jobs = job_dirs(sweep_dir)
-    if not jobs:
+    planned = planned_jobs(sweep_dir)
+    if not jobs and not planned:
         raise LagfitError(f"summarize: no job folders (with .hydra/overrides.yaml) under {sweep_dir}")
     rows = [safe_job_row(job_row, job, sweep_dir, FAILED) for job in jobs]
-    rows += not_started_rows(sweep_dir, {row["job"] for row in rows})
+    for row in rows:
+        if row["status"] == INCOMPLETE and row["job"] in cluster:
+            row["status"], row["error"] = cluster[row["job"]]
+    seen = {row["job"] for row in rows}
+    rows += [planned_row(num, overrides, sweep_dir, cluster.get(num))
+             for num, overrides in enumerate(planned or []) if num not in seen]
+    rows.sort(key=lambda row: (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, row["job"]))
     table = pd.DataFrame(rows)
     first = ["job", "status", "error"]
     last = ["exit_code", "dir", "overrides"]

@@ -6,8 +6,6 @@ Kept apart from ``io.sweep`` (which reads well-formed job folders) so that each 
 - :func:`safe_job_row`: a job folder whose files cannot be read (metrics.json not an object,
   overrides.yaml broken or holding a python tag, error.txt not UTF-8, ...) becomes one
   ``failed`` row with the reason; the other jobs are summarised as usual.
-- :func:`not_started_rows`: the jobs ``multirun.yaml`` names that have no folder (a killed
-  sweep) are listed as ``not_started``.
 - :func:`escape_formulas`: text cells starting with ``= + - @`` (and not numbers) get a
   leading ``'``, so that opening summary.csv in a spreadsheet runs nothing.
 """
@@ -16,14 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pandas as pd
 import yaml
 
 from lagfit_cli.errors import printable
 
-NOT_STARTED = "not_started"
 #: the exit code a malformed or never-started job counts as (the run did not end cleanly)
 EXIT_UNREADABLE = 1
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -67,47 +64,6 @@ def check_job_files(job_dir: Path) -> None:
             error.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"error.txt is not UTF-8 text ({err.reason})") from None
-
-
-def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
-    """The overrides of every job ``multirun.yaml`` plans, by job number (None: unknown)."""
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
-        return None
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        hydra_cfg = config["hydra"]
-        if "BasicSweeper" not in str((hydra_cfg.get("sweeper") or {}).get("_target_", "BasicSweeper")):
-            return None  # another sweeper plans its jobs its own way
-        params = [f"{k}={v}" for k, v in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items()]
-        task = [str(o) for o in (hydra_cfg.get("overrides") or {}).get("task") or []]
-        overrides = OverridesParser.create().parse_overrides(params + task)
-        batches = BasicSweeper.split_arguments(overrides, None)
-    except Exception:  # noqa: BLE001  a multirun.yaml we cannot read plans nothing we can tell
-        return None
-    return [job for batch in batches for job in batch]
-
-
-def not_started_rows(sweep_dir: Path, started: set) -> list[dict[str, Any]]:
-    """A ``not_started`` row for each planned job number that has no job folder."""
-    plan = planned_jobs(sweep_dir)
-    if plan is None:
-        return []
-    return [
-        {
-            "job": num,
-            "status": NOT_STARTED,
-            "error": "never started (the sweep was stopped before it, or is still running)",
-            "exit_code": EXIT_UNREADABLE,
-            "dir": "",
-            "overrides": " ".join(overrides),
-        }
-        for num, overrides in enumerate(plan)
-        if num not in started and str(num) not in started
-    ]
 
 
 def _is_number(text: str) -> bool:
