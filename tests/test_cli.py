@@ -21,11 +21,12 @@ def test_harmonic_recovers_k_over_m(lagfit):
     for name in ("fig1_qdd", "fig3_fit_paths", "fit_convergence"):
         assert (proc.run_dir / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
     results = pd.read_csv(proc.run_dir / "fit_results.csv")
-    assert len(results) == m["n_starts"] == 16
+    # 16 random starts and the exact one solved from the equation-error system
+    assert len(results) == m["n_starts"] == 17 and list(results["kind"]).count("exact") == 1
     assert {"start", "status", "loss", "m", "k", "k/m", "k/m_rel_error", "m_init", "k_init"} <= set(results)
     history = pd.read_csv(proc.run_dir / "fit_history.csv")
-    assert list(history.columns[:5]) == ["start", "iter", "loss", "grad_norm", "lr"]
-    assert set(history.start) == set(range(16))
+    assert list(history.columns[:5]) == ["start", "iter", "loss", "grad_norm", "damping"]
+    assert set(history.start) == set(range(17))
     assert str(proc.run_dir) in proc.stderr  # the summary names the folder
 
 
@@ -53,7 +54,7 @@ def test_smoke_experiment_passes_and_fails_loudly(lagfit):
     ok = lagfit("experiment=smoke")
     assert ok.returncode == 0, ok.stderr
     assert metrics(ok.run_dir)["status"] == "ok"
-    missed = lagfit("experiment=smoke", "optim.iters=3")
+    missed = lagfit("experiment=smoke", "optim=gd", "init=box", "optim.iters=3")
     assert missed.returncode == 3
     assert "check failed" in missed.stderr
     assert metrics(missed.run_dir)["status"] == "check_failed"

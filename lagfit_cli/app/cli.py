@@ -109,8 +109,9 @@ def run(args: list[str]) -> int:
         for sweep_dir in sweeps.STARTED:
             if sweep_dir.is_dir() and sweep.job_dirs(sweep_dir):
                 report_sweep(sweeps.write_or_explain(sweep_dir))
-            elif sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
-                (sweep_dir / "multirun.yaml").unlink()
+            elif sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", rundir.LOCK_FILE}:
+                for name in ("multirun.yaml", rundir.LOCK_FILE):
+                    (sweep_dir / name).unlink(missing_ok=True)
                 sweep_dir.rmdir()
         return error(describe_config_error(exc))
     except SweepInterrupted as exc:  # Ctrl-C while waiting on a cluster: the jobs go on there

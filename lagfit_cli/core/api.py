@@ -172,6 +172,11 @@ class FitReport:
             f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} starts: "
             f"{counts}; best loss {m['best_loss']:.3e} in {m['fit_s']:.2f} s"
         ]
+        if m.get("lr_mode") == "auto":
+            lines.append(
+                f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| "
+                f"{m['auto_max_grad_norm']:.4g}, longest first step ≤ {m['auto_target_step']:.4g})"
+            )
         for label, r in m["ratios"].items():
             truth = (
                 f"true {r['true']:.10g}, rel. error {r['rel_error']:.2e}"
@@ -181,7 +186,7 @@ class FitReport:
             lines.append(f"  {label} = {r['estimate']:.10g} ({truth})")
         for row in self.ratios:
             if row.status == "gauge":
-                lines.append(f"  {row.name}: the scale (ratios above are to it; its value is arbitrary)")
+                lines.append(f"  {row.name}: gauge (the scale; the ratios above are to it, its value is arbitrary)")
             elif row.status == "unidentifiable":
                 lines.append(f"  {row.name}: not identifiable from these data")
         lines.extend(f"WARNING: {w}" for w in self.warnings)

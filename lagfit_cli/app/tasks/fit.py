@@ -173,7 +173,7 @@ def fit_task(cfg: DictConfig) -> Report:
         report.figures.update(fit_figures(cfg, problem, fitted, pair))
     report.summary.extend(fitted.summary())
     if not fitted.fit_ok and cfg.check.require_converged:
-        report.failed_check = "fit failed: " + "; ".join(
+        report.failed_check = "check failed: the fit cannot be trusted: " + "; ".join(
             w for w in fitted.warnings if "did not converge" in w or "disagree" in w
         )
     return report
