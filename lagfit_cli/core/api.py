@@ -151,8 +151,10 @@ class FitReport:
         estimates = reported_values(self.system, self.ratios, self.result.theta[self.best])
         truths = reported_values(self.system, self.ratios, self.truth)
         errors = relative_error(estimates, truths)
+        index = {name: j for j, name in enumerate(self.system.param_names)}
         for r, row in enumerate(self.ratios):
-            known = bool(torch.isfinite(truths[r]))
+            # a gauge's "1" is a truth only where its own value was known
+            known = bool(torch.isfinite(truths[r])) and bool(torch.isfinite(self.truth[index[row.name]]))
             rows.append(
                 {
                     "name": ratio_label(row),
