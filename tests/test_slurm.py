@@ -138,6 +138,7 @@ def test_a_time_limit_is_a_timeout_not_an_instant_kill(tmp_path, partition):
     # at nice 19 (.ci/slurm-up propagates it to the task): its minute of fitting slows no other test
     proc = lagfit(tmp_path, "run", "-m", *launcher(partition), "hydra.launcher.timeout_min=1", *SMALL,
                   "hydra.launcher.setup=['renice -n 19 -p $$ >/dev/null']",
+                  "optim=gd", "init=box",  # the report's descent: slow enough to reach the limit
                   "data.n=200", "noise.sigma=0.1", "optim.iters=100000000",
                   "optim.grad_tol=0", "optim.loss_tol=0",
                   f"hydra.sweep.dir={sweep_dir}")

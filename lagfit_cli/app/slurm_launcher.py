@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from lagfit_cli.app.rundir import LOCK_FILE, release
 from lagfit_cli.app.slurm import (
     ACTIVE,
     MISSING_GRACE_S,
@@ -44,8 +45,9 @@ def _sbatch_reason(error: BaseException) -> str:
 
 def _remove_unstarted_sweep(sweep_dir: Path) -> None:
     """Remove a sweep folder holding nothing but multirun.yaml and submitit's scratch files."""
-    if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml", ".submitit"}:
+    if not sweep_dir.is_dir() or {p.name for p in sweep_dir.iterdir()} - {"multirun.yaml", ".submitit", LOCK_FILE}:
         return
+    release(sweep_dir)
     shutil.rmtree(sweep_dir, ignore_errors=True)
 
 

@@ -33,8 +33,9 @@ def safe_job_row(job_row: Callable[[Path, Path], dict], job_dir: Path, sweep_dir
         return job_row(job_dir, sweep_dir)
     except (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError) as err:
         reason = printable(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, 200)
+        name = str(job_dir.relative_to(sweep_dir))
         return {
-            "job": str(job_dir.relative_to(sweep_dir)),
+            "job": int(name) if name.isdigit() else name,  # the job number, as planned rows use
             "status": failed,
             "error": f"unreadable job folder: {reason}",
             "exit_code": EXIT_UNREADABLE,
