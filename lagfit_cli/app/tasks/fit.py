@@ -59,6 +59,8 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         auto_samples=cfg.optim.auto_samples,
         history_every=cfg.report.history_every,
         history_max_rows=cfg.report.history_max_rows,
+        uncertainty=cfg.uncertainty.name,
+        n_boot=cfg.uncertainty.n_boot,
     )
 
 
