@@ -116,20 +116,22 @@ def _rtol(dtype: torch.dtype) -> float:
 
 def free_covariance(
     residual: Tensor, jacobian: Tensor, theta: Tensor, free: Tensor
-) -> tuple[Tensor, int, float, float]:
+) -> tuple[Tensor, int, float, float, Tensor, Tensor]:
     """s²(JᵀJ)⁺ over the free parameters, through the SVD of J scaled by |θ|.
 
     Args:
         residual: (M,), jacobian: (M, P), theta: (P,), free: (P,) bool.
 
     Returns:
-        covariance (p, p) in the free coordinates, dof M − rank, s², condition number.
+        covariance (p, p) in the free coordinates, dof M − rank, s², condition number, the
+        null space of the scaled J (k, p), and the scale |θ_free|.
     """
     j_free = jacobian[:, free].to(torch.float64)
     theta_free = theta[free].to(torch.float64)
     scale = torch.where(theta_free.abs() > 0, theta_free.abs(), torch.ones_like(theta_free))
     scaled = (j_free * scale).nan_to_num(0.0)
-    _, singular, vh = torch.linalg.svd(scaled, full_matrices=False)
+    # V complete (p × p) without U's M × M
+    _, singular, vh = torch.linalg.svd(scaled, full_matrices=scaled.shape[0] < scaled.shape[1])
     largest = float(singular[0]) if singular.numel() else 0.0
     rank = int((singular > _rtol(theta.dtype) * largest).sum()) if largest > 0 else 0
     m = residual.numel()
@@ -140,17 +142,25 @@ def free_covariance(
     inverse = (v / singular[:rank].square()) @ v.T  # (JᵀJ)⁺ in scaled coordinates
     covariance = s2 * scale[:, None] * inverse * scale[None, :]
     condition = float(singular[0] / singular[rank - 1]) if rank else math.inf
-    return covariance, dof, s2, condition
+    return covariance, dof, s2, condition, vh[rank:], scale
 
 
 def value_gradients(system: System, ratios: Sequence[ParameterRatio], theta: Tensor) -> Tensor:
     """∂(reported values)/∂θ at theta (P,): (R, P); NaN rows for values with no error
     (gauges and not-identifiable ones)."""
     theta = theta.detach().to(torch.float64)
-    grad = torch.autograd.functional.jacobian(lambda t: reported_values(system, ratios, t), theta)
+    index = {name: j for j, name in enumerate(system.param_names)}
+    grad = torch.full((len(ratios), theta.numel()), math.nan, dtype=torch.float64, device=theta.device)
     for r, row in enumerate(ratios):
-        if row.status not in IDENTIFIABLE:
-            grad[r] = math.nan
+        i = index[row.name]
+        if row.status == "absolute":
+            grad[r] = 0.0
+            grad[r, i] = 1.0
+        elif row.status == "ratio":  # θᵢ/θ_g
+            g = index[row.denominator]
+            grad[r] = 0.0
+            grad[r, i] += 1.0 / theta[g]
+            grad[r, g] -= theta[i] / theta[g] ** 2
     return grad
 
 
@@ -163,20 +173,20 @@ def covariance_uncertainty(
     free: Tensor,
 ) -> Uncertainty:
     """Delta-method standard errors and Student-t intervals (module docstring)."""
-    from scipy import stats
+    from scipy.special import stdtrit  # the Student-t quantile (stats.t.ppf without its overhead)
 
     # a p × p problem: on the CPU in float64, whatever the fit ran on
     theta = theta.detach().cpu()
     residual, jacobian, free = residual.detach().cpu(), jacobian.detach().cpu(), free.cpu()
-    cov, dof, s2, condition = free_covariance(residual, jacobian, theta, free)
+    cov, dof, s2, condition, null, scale = free_covariance(residual, jacobian, theta, free)
     grad = value_gradients(system, ratios, theta)[:, free]
     estimates = reported_values(system, ratios, theta.to(torch.float64))
     # a value leaning on a direction J does not see gets no error bar (its gradient leaks
     # out of J's row space)
     var_values = torch.einsum("rp,pq,rq->r", grad, cov, grad)
-    visible = _in_row_space(grad, jacobian[:, free].to(torch.float64), theta[free].to(torch.float64))
+    visible = _in_row_space(grad, null, scale)
     std = torch.where(visible & (var_values >= 0), var_values.clamp_min(0).sqrt(), torch.full_like(var_values, math.nan))
-    quantile = float(stats.t.ppf(0.5 + LEVEL / 2, dof)) if dof > 0 else math.nan
+    quantile = float(stdtrit(dof, 0.5 + LEVEL / 2)) if dof > 0 else math.nan
     labels = [ratio_label(r) for r in ratios]
     out = Uncertainty(
         "covariance", labels, std, estimates - quantile * std, estimates + quantile * std,
@@ -188,15 +198,9 @@ def covariance_uncertainty(
     return out
 
 
-def _in_row_space(grad: Tensor, j_free: Tensor, theta_free: Tensor, leak: float = 1e-6) -> Tensor:
-    """(R,) whether each gradient (in the free coordinates) lies in J's row space."""
-    scale = torch.where(theta_free.abs() > 0, theta_free.abs(), torch.ones_like(theta_free))
-    scaled = (j_free * scale).nan_to_num(0.0)
-    # V complete (p × p) without U's M × M
-    _, singular, vh = torch.linalg.svd(scaled, full_matrices=scaled.shape[0] < scaled.shape[1])
-    largest = float(singular[0]) if singular.numel() else 0.0
-    rank = int((singular > _rtol(theta_free.dtype) * largest).sum()) if largest > 0 else 0
-    null = vh[rank:]
+def _in_row_space(grad: Tensor, null: Tensor, scale: Tensor, leak: float = 1e-6) -> Tensor:
+    """(R,) whether each gradient (in the free coordinates) lies in J's row space, i.e.
+    has no component along the null space ``null`` (k, p) of J scaled by ``scale``."""
     g = (grad * scale).nan_to_num(math.inf)
     finite = torch.isfinite(g).all(-1)
     g = torch.where(finite[:, None], g, torch.zeros_like(g))
