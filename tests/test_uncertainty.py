@@ -128,3 +128,18 @@ def test_fitted_params_csv_is_byte_identical_on_rerun(lagfit, method):
     assert list(table.columns) == COLUMNS
     assert (table.loc[table.kind == "ratio", "method"] == method).all()
     assert "±" in first.stdout + first.stderr
+
+
+def test_strongly_correlated_values_are_warned_about():
+    # q only in [0.9, 1.1]: q and q³ barely differ, so k/m and a/m are nearly confounded
+    data = quartic_data(300, 0.01, seed=6)
+    data["q0"] = 1.0 + 0.1 * (data["q0"] / 1.5)
+    data["qdd0"] = -1.5 * data["q0"] - 0.5 * data["q0"] ** 3 + 0.01 * np.random.default_rng(6).standard_normal(300)
+    report = quartic_fit(data)
+    rho = report.metrics["uncertainty"]["correlations"]["matrix"][0][1]
+    assert abs(rho) > 0.99
+    assert any("k/m and a/m are correlated" in w for w in report.warnings)
+    # exact data: the same correlation, though s² = 0
+    data["qdd0"] = -1.5 * data["q0"] - 0.5 * data["q0"] ** 3
+    exact = quartic_fit(data).metrics["uncertainty"]["correlations"]["matrix"][0][1]
+    assert exact == pytest.approx(rho, abs=1e-6)

@@ -116,14 +116,14 @@ def _rtol(dtype: torch.dtype) -> float:
 
 def free_covariance(
     residual: Tensor, jacobian: Tensor, theta: Tensor, free: Tensor
-) -> tuple[Tensor, int, float, float, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, int, float, float, Tensor, Tensor]:
     """s²(JᵀJ)⁺ over the free parameters, through the SVD of J scaled by |θ|.
 
     Args:
         residual: (M,), jacobian: (M, P), theta: (P,), free: (P,) bool.
 
     Returns:
-        covariance (p, p) in the free coordinates, dof M − rank, s², condition number, the
+        covariance (p, p) in the free coordinates, (JᵀJ)⁺ itself, dof M − rank, s², condition number, the
         null space of the scaled J (k, p), and the scale |θ_free|.
     """
     j_free = jacobian[:, free].to(torch.float64)
@@ -140,9 +140,10 @@ def free_covariance(
     s2 = rss / dof if dof > 0 else math.nan
     v = vh[:rank].T  # (p, rank)
     inverse = (v / singular[:rank].square()) @ v.T  # (JᵀJ)⁺ in scaled coordinates
-    covariance = s2 * scale[:, None] * inverse * scale[None, :]
+    unit = scale[:, None] * inverse * scale[None, :]
+    covariance = s2 * unit
     condition = float(singular[0] / singular[rank - 1]) if rank else math.inf
-    return covariance, dof, s2, condition, vh[rank:], scale
+    return covariance, unit, dof, s2, condition, vh[rank:], scale
 
 
 def value_gradients(system: System, ratios: Sequence[ParameterRatio], theta: Tensor) -> Tensor:
@@ -178,7 +179,7 @@ def covariance_uncertainty(
     # a p × p problem: on the CPU in float64, whatever the fit ran on
     theta = theta.detach().cpu()
     residual, jacobian, free = residual.detach().cpu(), jacobian.detach().cpu(), free.cpu()
-    cov, dof, s2, condition, null, scale = free_covariance(residual, jacobian, theta, free)
+    cov, unit, dof, s2, condition, null, scale = free_covariance(residual, jacobian, theta, free)
     grad = value_gradients(system, ratios, theta)[:, free]
     estimates = reported_values(system, ratios, theta.to(torch.float64))
     # a value leaning on a direction J does not see gets no error bar (its gradient leaks
@@ -193,7 +194,8 @@ def covariance_uncertainty(
         condition_number=condition, dof=dof, residual_variance=s2,
     )
     ident = [r for r, row in enumerate(ratios) if row.status in IDENTIFIABLE and bool(torch.isfinite(std[r]))]
-    value_cov = grad.nan_to_num(0.0) @ cov @ grad.nan_to_num(0.0).T
+    # correlations do not depend on s²: from (JᵀJ)⁺ itself, so exact data (s² = 0) have them too
+    value_cov = grad.nan_to_num(0.0) @ unit @ grad.nan_to_num(0.0).T
     _set_correlations(out, labels, ident, value_cov)
     return out
 
