@@ -143,3 +143,12 @@ def test_strongly_correlated_values_are_warned_about():
     data["qdd0"] = -1.5 * data["q0"] - 0.5 * data["q0"] ** 3
     exact = quartic_fit(data).metrics["uncertainty"]["correlations"]["matrix"][0][1]
     assert exact == pytest.approx(rho, abs=1e-6)
+
+
+def test_sweep_summary_rows_carry_the_standard_errors():
+    from lagfit_cli.io.sweep import metric_columns
+
+    report = quartic_fit(quartic_data(100, 0.1, seed=7))
+    row = metric_columns(report.metrics)
+    assert row["k/m_std_error"] == report.metrics["uncertainty"]["values"]["k/m"]["std_error"] > 0
+    assert "m_std_error" not in row  # the gauge is not a reported ratio
