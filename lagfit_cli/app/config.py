@@ -109,6 +109,16 @@ class OptimConf:
 
 
 @dataclass
+class UncertaintyConf:
+    #: error bars on the reported values: covariance (s²(JᵀJ)⁻¹ at the best fit, delta
+    #: method, Student-t intervals) | bootstrap (rows resampled, refitted as one batch,
+    #: percentile intervals) | none
+    name: str = "covariance"
+    #: uncertainty=bootstrap: the number of resamples
+    n_boot: int = 200
+
+
+@dataclass
 class SolverConf:
     name: str = "fast"
     #: torch.compile the solver: auto (only when the work repays the compile), true, false
@@ -159,6 +169,7 @@ class LagfitConf:
     init: InitConf = field(default_factory=InitConf)
     optim: OptimConf = field(default_factory=OptimConf)
     solver: SolverConf = field(default_factory=SolverConf)
+    uncertainty: UncertaintyConf = field(default_factory=UncertaintyConf)
     #: the task's own settings: one of TASK_SCHEMAS, chosen by conf/task/NAME.yaml
     task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
@@ -272,6 +283,8 @@ ARGUMENT_KEYS = {
     "solver": "solver.name",
     "compile": "solver.compile",
     "task": "task.name",
+    "uncertainty": "uncertainty.name",
+    "n_boot": "uncertainty.n_boot",
 }
 
 
@@ -329,6 +342,9 @@ def validate_static(cfg: DictConfig) -> None:
         _fail("threads", f"must be 0 (torch's default) or a positive count, got {cfg.threads}")
     _check_choice("optim.name", cfg.optim.name, {"gd", "lm"})
     _check_choice("init.name", cfg.init.name, {"box", "decades"})
+    _check_choice("uncertainty.name", cfg.uncertainty.name, {"covariance", "bootstrap", "none"})
+    if cfg.uncertainty.n_boot < 2:
+        _fail("uncertainty.n_boot", f"must be at least 2, got {cfg.uncertainty.n_boot}")
     _check_positive("init.decades", cfg.init.decades, strict=False)
     for key in ("ftol", "xtol", "gtol"):
         _check_positive(f"optim.{key}", cfg.optim[key], strict=False)

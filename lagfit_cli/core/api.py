@@ -51,6 +51,13 @@ from lagfit_cli.core.fit import (
     reported_values,
 )
 from lagfit_cli.core.identify import Identifiability, identifiability
+from lagfit_cli.core.uncertainty import (
+    METHODS as UNCERTAINTY_METHODS,
+    Uncertainty,
+    bootstrap_uncertainty,
+    covariance_uncertainty,
+    none_uncertainty,
+)
 from lagfit_cli.core.lm import levenberg_marquardt
 from lagfit_cli.core.random import generator
 from lagfit_cli.core.solvers import check_mass_matrix, make_loss_and_grad
@@ -104,6 +111,10 @@ class FitOptions:
     #: gd's history keeps every k-th iteration, and at most this many rows (None: all)
     history_every: int = 1
     history_max_rows: Optional[int] = 10000
+    #: error bars: covariance (s²(JᵀJ)⁻¹, delta method) | bootstrap | none (``uncertainty``)
+    uncertainty: str = "covariance"
+    #: uncertainty="bootstrap": resamples of the rows, refitted as one batch
+    n_boot: int = 200
 
     @property
     def n_iters(self) -> int:
@@ -128,6 +139,8 @@ class FitReport:
     metrics: dict[str, Any]
     warnings: list[str]
     exact_start: Optional[int] = None  # index of the exact start among the starts
+    #: error bars on the reported values (``core.uncertainty``)
+    uncertainty: Optional[Uncertainty] = None
 
     @property
     def fit_ok(self) -> bool:
@@ -143,10 +156,12 @@ class FitReport:
         return {label: v["estimate"] for label, v in self.metrics["ratios"].items()}
 
     def table(self):
-        """A pandas DataFrame, one row per parameter as reported:
-        name, kind (ratio|absolute|gauge|not_identifiable), value, true, rel_error."""
+        """A pandas DataFrame, one row per parameter as reported: name, kind
+        (ratio|absolute|gauge|not_identifiable), value, std_error, ci_low, ci_high (the 95 %
+        interval), true, rel_error, method (how the error was estimated)."""
         import pandas as pd
 
+        unc = self.uncertainty or none_uncertainty(self.ratios)
         rows = []
         estimates = reported_values(self.system, self.ratios, self.result.theta[self.best])
         truths = reported_values(self.system, self.ratios, self.truth)
@@ -160,8 +175,12 @@ class FitReport:
                     "name": ratio_label(row),
                     "kind": KIND_NAMES[row.status],
                     "value": float(estimates[r]) if row.status in IDENTIFIABLE + ("gauge",) else math.nan,
+                    "std_error": float(unc.std_error[r]),
+                    "ci_low": float(unc.ci_low[r]),
+                    "ci_high": float(unc.ci_high[r]),
                     "true": float(truths[r]) if known else math.nan,
                     "rel_error": float(errors[r]) if known and row.status in IDENTIFIABLE else math.nan,
+                    "method": unc.method if row.status in IDENTIFIABLE else "",
                 }
             )
         return pd.DataFrame(rows)
@@ -179,13 +198,16 @@ class FitReport:
                 f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| "
                 f"{m['auto_max_grad_norm']:.4g}, longest first step ≤ {m['auto_target_step']:.4g})"
             )
+        errors = (m.get("uncertainty") or {}).get("values", {})
         for label, r in m["ratios"].items():
             truth = (
                 f"true {r['true']:.10g}, rel. error {r['rel_error']:.2e}"
                 if r["true"] is not None
                 else "true value unknown"
             )
-            lines.append(f"  {label} = {r['estimate']:.10g} ({truth})")
+            e = errors.get(label, {})
+            shown = format_estimate(r["estimate"], e.get("std_error"), e.get("ci_low"), e.get("ci_high"))
+            lines.append(f"  {label} = {shown} ({truth})")
         for row in self.ratios:
             if row.status == "gauge":
                 lines.append(f"  {row.name}: gauge (the scale; the ratios above are to it, its value is arbitrary)")
@@ -193,6 +215,25 @@ class FitReport:
                 lines.append(f"  {row.name}: not identifiable from these data")
         lines.extend(f"WARNING: {w}" for w in self.warnings)
         return lines
+
+
+#: an error below this fraction of the value is rounding: the value is exact, "± 0"
+EXACT_ERROR_RTOL = 1e-12
+
+
+def format_estimate(value: float, std_error: Optional[float], low: Optional[float] = None, high: Optional[float] = None) -> str:
+    """``13.080 ± 0.002 (95 %: 13.076 … 13.084)``: the error to two significant digits and
+    the value to the same decimal place; full precision and ``± 0`` when the error is
+    rounding (exact data); the value alone when there is no error."""
+    if std_error is None or not math.isfinite(std_error):
+        return f"{value:.10g}"
+    if std_error <= EXACT_ERROR_RTOL * max(abs(value), 1e-300):
+        return f"{value:.10g} ± 0"
+    decimals = max(0, 1 - math.floor(math.log10(std_error)))
+    text = f"{value:.{decimals}f} ± {std_error:.{decimals}f}"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" (95 %: {low:.{decimals}f} … {high:.{decimals}f})"
+    return text
 
 
 KIND_NAMES = {
@@ -335,6 +376,10 @@ def check_options(opts: FitOptions) -> None:
         raise ArgumentError("n_starts", f"must be at least 1, got {opts.n_starts}")
     if opts.n_iters < 1:
         raise ArgumentError("iters", f"must be at least 1, got {opts.n_iters}")
+    if opts.uncertainty not in UNCERTAINTY_METHODS:
+        raise ArgumentError("uncertainty", f"must be one of {', '.join(UNCERTAINTY_METHODS)}; got {opts.uncertainty!r}")
+    if opts.n_boot < 2:
+        raise ArgumentError("n_boot", f"must be at least 2, got {opts.n_boot}")
     if opts.dtype not in DTYPES:
         raise ArgumentError("dtype", f"must be float32 or float64, got {opts.dtype!r}")
     if not (math.isfinite(opts.init_width) and opts.init_width >= 0):
@@ -399,17 +444,36 @@ def fit_dataset(
     fit_s = time.perf_counter() - started
 
     best = result.best
-    _, jacobian = model.residuals_and_jacobian(result.theta[best : best + 1])
+    residual, jacobian = model.residuals_and_jacobian(result.theta[best : best + 1])
     ident = identifiability(system, jacobian[0], result.theta[best], gauge)
     ratios = ident.ratios
     warnings: list[str] = []
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
+    started = time.perf_counter()
+    uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
+    metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
+    metrics["uncertainty_s"] = time.perf_counter() - started
+    warnings.extend(uncertainty.warnings)
     metrics["exact_start"] = {**exact_info, "index": len(draws) if exact is not None else None}
     metrics["starts_unusable"] = unusable
     return FitReport(
         system, data, result, ratios, ident, truth.to(dtype=dtype, device=device), metrics, warnings,
-        exact_start=len(draws) if exact is not None else None,
+        exact_start=len(draws) if exact is not None else None, uncertainty=uncertainty,
     )
+
+
+def _uncertainty(system, data, model, opts, theta, ratios, residual, jacobian, gauge) -> Uncertainty:
+    """The error bars ``opts.uncertainty`` asks for, at the best start (``core.uncertainty``)."""
+    free = _free(system, gauge, theta.device)
+    if opts.uncertainty == "covariance":
+        return covariance_uncertainty(system, ratios, theta, residual, jacobian, free)
+    if opts.uncertainty == "bootstrap":
+        return bootstrap_uncertainty(
+            system, ratios, model, theta, free, data.n_points, data.dof, opts.n_boot, opts.seed,
+            iters=opts.n_iters if opts.optimizer == "lm" else DEFAULT_ITERS["lm"],
+            ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol,
+        )
+    return none_uncertainty(ratios)
 
 
 def _basis_compile(choice: Union[str, bool]) -> str:

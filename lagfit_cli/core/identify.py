@@ -64,7 +64,8 @@ def identifiability(
     scale = torch.where(theta.abs() > 0, theta.abs(), torch.ones_like(theta))
     scaled = (jacobian * scale).nan_to_num(0.0)
     singular = torch.linalg.svdvals(scaled)
-    _, _, vh = torch.linalg.svd(scaled, full_matrices=True)
+    # V complete (P × P); U's M × M (gigabytes at 10⁴ points) only where M < P needs it
+    _, _, vh = torch.linalg.svd(scaled, full_matrices=scaled.shape[0] < scaled.shape[1])
     if rtol is None:
         rtol = RTOL if theta.dtype == torch.float64 else RTOL_FLOAT32
     largest = float(singular[0]) if singular.numel() else 0.0

@@ -8,7 +8,7 @@ import hashlib
 import torch
 
 #: independent random streams of one seed
-STREAMS = {"data": 0, "noise": 1, "init": 2, "auto_lr": 3, "noise_study": 4}
+STREAMS = {"data": 0, "noise": 1, "init": 2, "auto_lr": 3, "noise_study": 4, "bootstrap": 5}
 
 
 def generator(seed: int, stream: str) -> torch.Generator:

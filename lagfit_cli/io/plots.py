@@ -231,3 +231,24 @@ def qdd_scatter_figure(data: Dataset, predicted, title: str) -> Figure:
             ax.legend(loc="upper left")
         fig.suptitle(title)
     return fig
+
+
+def correlations_figure(labels: Sequence[str], matrix: np.ndarray, title: str, note: str = "") -> Figure:
+    """The correlation matrix (k, k) of the reported values, each cell annotated with ρ;
+    |ρ| near 1 is a pair the data barely separate."""
+    k = len(labels)
+    with style():
+        size = 1.6 + 0.9 * k
+        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        image = ax.imshow(matrix, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+        ax.set_xticks(range(k), labels, rotation=45, ha="right")
+        ax.set_yticks(range(k), labels)
+        for i in range(k):
+            for j in range(k):
+                rho = matrix[i, j]
+                ax.text(j, i, f"{rho:+.3f}", ha="center", va="center", fontsize=9,
+                        color="white" if abs(rho) > 0.6 else "black")
+        fig.colorbar(image, ax=ax, label="correlation ρ")
+        fig.suptitle(f"{title}\n{note}" if note else title)
+        fig.tight_layout()
+    return fig

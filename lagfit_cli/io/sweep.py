@@ -133,13 +133,17 @@ def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
 
 
 def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The key metrics of one job, flattened: best loss, each ratio's estimate and error, runtime."""
+    """The key metrics of one job, flattened: best loss, each ratio's estimate, its standard
+    error (where the fit estimated one) and its error against the truth, runtime."""
     row: dict[str, Any] = {}
     for key in CONTEXT_METRICS + KEY_METRICS:
         if key in metrics:
             row[key] = metrics[key]
+    errors = (metrics.get("uncertainty") or {}).get("values") or {}
     for name, ratio in (metrics.get("ratios") or {}).items():
         row[name] = ratio.get("estimate")
+        if name in errors:
+            row[f"{name}_std_error"] = errors[name].get("std_error")
         row[f"{name}_rel_error"] = ratio.get("rel_error")
     return row
 

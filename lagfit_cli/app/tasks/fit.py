@@ -59,6 +59,8 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         auto_samples=cfg.optim.auto_samples,
         history_every=cfg.report.history_every,
         history_max_rows=cfg.report.history_max_rows,
+        uncertainty=cfg.uncertainty.name,
+        n_boot=cfg.uncertainty.n_boot,
     )
 
 
@@ -142,6 +144,15 @@ def fit_figures(
         notes.append("gauge (ratio 1): " + ", ".join(plots.symbol(n) for n in gauges))
     if hidden:
         notes.append("not identifiable: " + ", ".join(plots.symbol(n) for n in hidden))
+    unc = fitted.uncertainty
+    if unc is not None and unc.correlation is not None and len(unc.correlation_labels) >= 2:
+        index = {ratio_label: r for r, ratio_label in enumerate(unc.labels)}
+        clabels = [rlabels[rows.index(index[name])] for name in unc.correlation_labels]
+        figures["fig_correlations"] = plots.correlations_figure(
+            clabels, unc.correlation.numpy(), f"Correlations of the estimates ({unc.method})",
+            note=label + (f", condition number {unc.condition_number:.3g}"
+                          if unc.condition_number == unc.condition_number else ""),
+        )
     figures["fit_convergence"] = plots.convergence_figure(
         result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
         note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(),
