@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from lagfit_cli.app import slurm
+from lagfit_cli.app.sweeps import planned_jobs
 from lagfit_cli.io import sweep
 
 #: tiny jobs: the smoke experiment's 64 points and 4 starts, no figures, no check (noise is swept)
@@ -282,10 +283,11 @@ def test_summarize_lists_every_planned_job(tmp_path):
                                       "params": None},
                           "overrides": {"task": ["noise.sigma=0,0.1", "seed=0,1"]}}}
     (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump(multirun))
-    table = sweep.collect(sweep_dir)
+    table = sweep.collect(sweep_dir, planned=planned_jobs(sweep_dir))
     assert list(table["job"]) == [0, 1, 2, 3]
     assert list(table["status"]) == ["ok", "ok", "not_started", "not_started"]
     assert list(table["overrides"])[2:] == ["noise.sigma=0.1 seed=0", "noise.sigma=0.1 seed=1"]
     assert sweep.exit_code(table) == 1 and sweep.headline(table) == "2 of 4 jobs ok, 2 not started"
-    table = sweep.collect(sweep_dir, {2: ("cancelled", "cancelled: ..."), 3: ("pending", "SLURM job 9_3 is pending")})
+    table = sweep.collect(sweep_dir, {2: ("cancelled", "cancelled: ..."), 3: ("pending", "SLURM job 9_3 is pending")},
+                          planned=planned_jobs(sweep_dir))
     assert list(table["status"]) == ["ok", "ok", "cancelled", "pending"]

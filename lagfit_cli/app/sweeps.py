@@ -58,6 +58,30 @@ def write_or_explain(sweep_dir: Path, figure_format: str = "png", dpi: int = 150
 
     try:
         # a SLURM sweep: pending, running and killed jobs as SLURM sees them (or saw them last)
-        return SweepResult(sweep_dir, summarize(sweep_dir, figure_format, dpi, cluster_statuses(sweep_dir)))
+        return SweepResult(sweep_dir, summarize(sweep_dir, figure_format, dpi, cluster_statuses(sweep_dir), planned_jobs(sweep_dir)))
     except LagfitError as err:
         return SweepResult(sweep_dir, None, str(err))
+
+
+def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
+    """Every job's overrides, in job-number order, as Hydra's basic sweeper expands the sweep
+    saved in ``multirun.yaml``; None when there is no such file or another sweeper ran it."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    # imported here: only summaries of sweeps need Hydra's override grammar
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        hydra_cfg = OmegaConf.load(path).hydra
+        if not str(hydra_cfg.sweeper._target_).endswith("BasicSweeper"):
+            return None
+        params = hydra_cfg.sweeper.get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # noqa: BLE001  an unreadable plan: summarize the folders alone
+        return None
+    return [list(job) for batch in batches for job in batch]

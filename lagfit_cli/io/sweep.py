@@ -108,30 +108,6 @@ def read_status(job_dir: Path) -> Optional[str]:
     return found[0] if found else None
 
 
-def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
-    """Every job's overrides, in job-number order, as Hydra's basic sweeper expands the sweep
-    saved in ``multirun.yaml``; None when there is no such file or another sweeper ran it."""
-    path = Path(sweep_dir) / "multirun.yaml"
-    if not path.is_file():
-        return None
-    # imported here: only summaries of sweeps need Hydra's override grammar
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    try:
-        hydra_cfg = OmegaConf.load(path).hydra
-        if not str(hydra_cfg.sweeper._target_).endswith("BasicSweeper"):
-            return None
-        params = hydra_cfg.sweeper.get("params") or {}
-        arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(parsed, None)
-    except Exception:  # noqa: BLE001  an unreadable plan: summarize the folders alone
-        return None
-    return [list(job) for batch in batches for job in batch]
-
-
 def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     """The key metrics of one job, flattened: best loss, each ratio's estimate, its standard
     error (where the fit estimated one) and its error against the truth, runtime."""
@@ -192,7 +168,11 @@ def planned_row(num: int, overrides: list[str], sweep_dir: Path,
     return row
 
 
-def collect(sweep_dir: Path, cluster: Optional[dict[int, tuple[str, str]]] = None) -> pd.DataFrame:
+def collect(
+    sweep_dir: Path,
+    cluster: Optional[dict[int, tuple[str, str]]] = None,
+    planned: Optional[list[list[str]]] = None,
+) -> pd.DataFrame:
     """The summary table of a sweep folder: one row per planned job (``multirun.yaml``), from its
     folder where it has one. ``cluster``: {job number: (status, message)} from the scheduler,
     for jobs that left no result (pending, running, cancelled, timeout, ...)."""
@@ -201,7 +181,6 @@ def collect(sweep_dir: Path, cluster: Optional[dict[int, tuple[str, str]]] = Non
     if not sweep_dir.is_dir():
         raise LagfitError(f"summarize: {sweep_dir} is not a folder")
     jobs = job_dirs(sweep_dir)
-    planned = planned_jobs(sweep_dir)
     if not jobs and not planned:
         raise LagfitError(f"summarize: no job folders (with .hydra/overrides.yaml) under {sweep_dir}")
     rows = [safe_job_row(job_row, job, sweep_dir, FAILED) for job in jobs]

@@ -166,11 +166,12 @@ def _scale(ax, axis: str, values: list, decades: int = 2) -> None:
 
 
 def summarize(sweep_dir: Path, figure_format: str = "png", dpi: int = 150,
-              cluster: Optional[dict[int, tuple[str, str]]] = None) -> pd.DataFrame:
+              cluster: Optional[dict[int, tuple[str, str]]] = None,
+              planned: Optional[list[list[str]]] = None) -> pd.DataFrame:
     """Write summary.csv (and summary.png when any job finished) into ``sweep_dir``;
     ``cluster``: what the scheduler says of jobs without results (see ``sweep.collect``)."""
     sweep_dir = Path(sweep_dir)
-    table = collect(sweep_dir, cluster)
+    table = collect(sweep_dir, cluster, planned)
     escape_formulas(table).to_csv(sweep_dir / SUMMARY_CSV, index=False, float_format="%.17g")
     plan = plot_plan(table)
     figure_path = sweep_dir / f"{SUMMARY_FIGURE}.{figure_format}"
