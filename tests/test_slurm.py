@@ -28,7 +28,7 @@ from lagfit_cli.io import sweep
 #: tiny jobs: the smoke experiment's 64 points and 4 starts, no figures, no check (noise is swept)
 SMALL = ("experiment=smoke", "report.figures=false", "check.max_ratio_rel_error=null")
 #: metrics that measure time, and so differ between two runs of the same job
-TIMINGS = ("runtime_s", "fit_s", "uncertainty_s")
+TIMINGS = ("runtime_s", "fit_s", "uncertainty_s", "profiles_s")
 
 
 def slurm_problem() -> str | None:

@@ -23,7 +23,7 @@ FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "task.resolution=12", 
 COMPLETE = ("metrics.json", "fit_results.csv", "fit_history.csv", "lagfit.log", ".hydra/config.yaml",
             ".hydra/overrides.yaml", "figures/fig1_qdd.png", "figures/fit_convergence.png")
 #: metrics that measure time, and so differ between two runs of the same job
-TIMINGS = ("runtime_s", "fit_s", "uncertainty_s")
+TIMINGS = ("runtime_s", "fit_s", "uncertainty_s", "profiles_s")
 
 
 def lagfit(cwd: Path, *args: str):

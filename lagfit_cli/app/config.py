@@ -116,6 +116,9 @@ class UncertaintyConf:
     name: str = "covariance"
     #: uncertainty=bootstrap: the number of resamples
     n_boot: int = 200
+    #: task=fit: the loss profiled along each identifiable value (profiles.csv,
+    #: fig_profiles): a few small LM batches; off under uncertainty=none
+    profiles: bool = True
 
 
 @dataclass

@@ -51,6 +51,7 @@ from lagfit_cli.core.fit import (
     reported_values,
 )
 from lagfit_cli.core.identify import Identifiability, identifiability
+from lagfit_cli.core.profiles import Profiles, profile_values
 from lagfit_cli.core.uncertainty import (
     METHODS as UNCERTAINTY_METHODS,
     Uncertainty,
@@ -115,6 +116,8 @@ class FitOptions:
     uncertainty: str = "covariance"
     #: uncertainty="bootstrap": resamples of the rows, refitted as one batch
     n_boot: int = 200
+    #: profiles of the loss along each identifiable value (``core.profiles``): K LM batches
+    profiles: bool = False
 
     @property
     def n_iters(self) -> int:
@@ -141,6 +144,8 @@ class FitReport:
     exact_start: Optional[int] = None  # index of the exact start among the starts
     #: error bars on the reported values (``core.uncertainty``)
     uncertainty: Optional[Uncertainty] = None
+    #: the loss profiled along each identifiable value (``FitOptions.profiles``)
+    profiles: Optional[Profiles] = None
 
     @property
     def fit_ok(self) -> bool:
@@ -454,11 +459,24 @@ def fit_dataset(
     metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
     metrics["uncertainty_s"] = time.perf_counter() - started
     warnings.extend(uncertainty.warnings)
+    profiles = None
+    if opts.profiles:
+        started = time.perf_counter()
+        profiles = profile_values(
+            system, ratios, model, result.theta[best], _free(system, gauge, device),
+            std_error=uncertainty.std_error, dof=uncertainty.dof,
+            iters=opts.n_iters if opts.optimizer == "lm" else DEFAULT_ITERS["lm"],
+            ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol,
+        )
+        metrics["profiles"] = profiles.metrics()
+        metrics["profiles_s"] = time.perf_counter() - started
+        warnings.extend(profiles.warnings)
     metrics["exact_start"] = {**exact_info, "index": len(draws) if exact is not None else None}
     metrics["starts_unusable"] = unusable
     return FitReport(
         system, data, result, ratios, ident, truth.to(dtype=dtype, device=device), metrics, warnings,
         exact_start=len(draws) if exact is not None else None, uncertainty=uncertainty,
+        profiles=profiles,
     )
 
 

@@ -252,3 +252,48 @@ def correlations_figure(labels: Sequence[str], matrix: np.ndarray, title: str, n
         fig.suptitle(f"{title}\n{note}" if note else title)
         fig.tight_layout()
     return fig
+
+
+def profiles_figure(
+    labels: Sequence[str],
+    grids: Sequence[np.ndarray],
+    delta_rss: Sequence[np.ndarray],
+    estimates: Sequence[float],
+    threshold: float,
+    title: str,
+    std_errors: Optional[Sequence[float]] = None,
+    intervals: Optional[Sequence[tuple[float, float]]] = None,
+    note: str = "",
+) -> Figure:
+    """One panel per reported value: ΔRSS (the loss minimised over the other parameters,
+    less the best fit's) against the value, the 95 % level as a horizontal line, the
+    estimate marked. A parabola crossing the level is a value the data fix; a flat curve is
+    a direction they do not see."""
+    k = len(labels)
+    cols = min(k, 3)
+    rows = -(-k // cols)
+    with style():
+        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), squeeze=False)
+        for n, ax in enumerate(axes.flat):
+            if n >= k:
+                ax.set_visible(False)
+                continue
+            ax.plot(grids[n], delta_rss[n], "-o", ms=3, lw=1.5, color="C0", label="profile")
+            if np.isfinite(threshold):
+                ax.axhline(threshold, color="C3", ls="--", lw=1.2, label="95 % level")
+            ax.axvline(estimates[n], color="k", ls=":", lw=1.2, label="estimate")
+            se = std_errors[n] if std_errors is not None else float("nan")
+            if intervals is not None and all(np.isfinite(intervals[n])) and intervals[n][1] > intervals[n][0]:
+                ax.axvspan(*intervals[n], color="C2", alpha=0.12, lw=0, label="95 % interval")
+            ax.set_xlabel(labels[n])
+            ax.set_ylabel("ΔRSS (min over the others)")
+            ax.set_title(f"profile of {labels[n]}" + (f" (± {se:.3g} s.e.)" if np.isfinite(se) and se > 0 else ""))
+            lo = min(0.0, float(np.nanmin(delta_rss[n]))) if len(delta_rss[n]) else 0.0
+            hi = float(np.nanmax(delta_rss[n])) if len(delta_rss[n]) else 1.0
+            top = max(hi, 1.3 * threshold if np.isfinite(threshold) else hi)
+            ax.set_ylim(lo - 0.03 * (top - lo + 1e-300), top * 1.05 + 1e-300)
+            if n == 0:
+                ax.legend(fontsize=8, framealpha=0.85)
+        fig.suptitle(f"{title}\n{note}" if note else title)
+        fig.tight_layout()
+    return fig

@@ -239,6 +239,9 @@ class PlotPlan:
     ratio_names: list[str] = field(default_factory=list)
     #: how many values the repeat keys take (e.g. 4 seeds)
     n_repeats: int = 1
+    #: reported values with a finite ``{name}_std_error`` in some finished job: drawn with
+    #: error bars (Series.y carries ``{name}`` and ``{name}_std_error``)
+    error_names: list[str] = field(default_factory=list)
 
 
 def swept_keys(table: pd.DataFrame) -> list[str]:
@@ -279,6 +282,10 @@ def plot_plan(table: pd.DataFrame) -> PlotPlan:
 
     done = table[table["status"].isin([OK, CHECK_FAILED])]
     metrics = [m for m in PLOT_METRICS if m in done and pd.to_numeric(done[m], errors="coerce").notna().any()]
+    error_names = [c[: -len("_std_error")] for c in done.columns if c.endswith("_std_error")
+                   and c[: -len("_std_error")] in done
+                   and pd.to_numeric(done[c], errors="coerce").notna().any()]
+    value_columns = [c for name in error_names for c in (name, f"{name}_std_error")]
 
     if x_key is None:
         x_order: list = ["all jobs"]
@@ -298,7 +305,7 @@ def plot_plan(table: pd.DataFrame) -> PlotPlan:
             xs = [_as_float(v) for v in rows[x_key]]
         else:
             xs = list(rows[x_key].astype(str))
-        ys = {m: [_nan_if_missing(v) for v in rows[m]] for m in metrics}
+        ys = {m: [_nan_if_missing(v) for v in rows[m]] for m in metrics + value_columns}
         series.append(Series(label, xs, ys))
 
     constants = {}
@@ -313,7 +320,7 @@ def plot_plan(table: pd.DataFrame) -> PlotPlan:
     n_failed = int((~table["status"].isin([OK, CHECK_FAILED])).sum())
     n_repeats = len(table[repeats].drop_duplicates()) if repeats else 1
     return PlotPlan(x_key, x_numeric, x_order, metrics, series, repeats, constants, n_failed, ratio_names,
-                    n_repeats)
+                    n_repeats, error_names)
 
 
 def _nan_if_missing(value: Any) -> float:

@@ -65,8 +65,9 @@ def _median_by_x(series: Series, metric: str, x_order: list) -> tuple[list, list
 
 
 def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
-    """One panel per metric; one line per value of the other swept keys; a dot per job."""
-    n_panels = len(plan.metrics)
+    """One panel per metric; one line per value of the other swept keys; a dot per job. Then
+    one panel per reported value with standard errors: each job's estimate ± its std_error."""
+    n_panels = len(plan.metrics) + len(plan.error_names)
     repeated = any(len(s.x) > len(set(s.x)) for s in plan.series)
     repeat = " and ".join(plan.repeat_keys) or "repeat"
     with style():
@@ -101,6 +102,8 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
                               rotation=20 if len(plan.x_order) > 4 else 0)
                 ax.set_xlim(-0.5, len(plan.x_order) - 0.5)
             ax.grid(True, which="major", alpha=0.3)
+        for ax, name in zip(axes[0][len(plan.metrics):], plan.error_names):
+            _error_panel(ax, plan, name, colors, positions)
         first = axes[0, 0]
         if repeated:
             first.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mec="none", label=f"one job (one {repeat})")
@@ -110,6 +113,38 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
             first.legend(fontsize=8, framealpha=0.85)
         fig.suptitle(_suptitle(plan, sweep_dir), fontsize=11)
     return fig
+
+
+def _error_panel(ax, plan: PlotPlan, name: str, colors: list, positions: dict) -> None:
+    """Each job's fitted ``name`` with its ± std_error bar against the swept parameter."""
+    n_series = len(plan.series)
+    for k, series in enumerate(plan.series):
+        color = colors[k % len(colors)]
+        values, errors = series.y[name], series.y[f"{name}_std_error"]
+        if plan.x_numeric:
+            xs = list(series.x)
+        else:
+            shift = 0.08 * (k - (n_series - 1) / 2)
+            xs = [positions[x] + shift for x in series.x]
+        keep = [i for i, v in enumerate(values) if np.isfinite(v)]
+        if not keep:
+            continue
+        ax.errorbar([xs[i] for i in keep], [values[i] for i in keep],
+                    yerr=[errors[i] if np.isfinite(errors[i]) else 0.0 for i in keep],
+                    fmt="o", color=color, ms=4, capsize=3, lw=1.2, alpha=0.8,
+                    label=series.label if n_series > 1 else "estimate ± std_error")
+    ax.set_title(f"fitted {ratio_label(name)} ± std_error")
+    ax.set_ylabel(f"fitted {ratio_label(name)}")
+    ax.set_xlabel(KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "")
+    if plan.x_numeric:
+        _scale(ax, "x", plan.x_order, decades=1)
+    else:
+        ax.set_xticks(range(len(plan.x_order)), [str(x) for x in plan.x_order],
+                      rotation=20 if len(plan.x_order) > 4 else 0)
+        ax.set_xlim(-0.5, len(plan.x_order) - 0.5)
+    ax.grid(True, which="major", alpha=0.3)
+    if n_series == 1:
+        ax.legend(fontsize=8, framealpha=0.85)
 
 
 def _suptitle(plan: PlotPlan, sweep_dir: Path) -> str:

@@ -15,6 +15,7 @@ from lagfit_cli.app.tasks import register_task
 from lagfit_cli.app.tasks.common import Problem, prepare_problem, problem_metrics
 from lagfit_cli.core.api import FitOptions, FitReport, fit_dataset
 from lagfit_cli.core.fit import DIVERGED, reported_values
+from lagfit_cli.core.fit import ratio_label as plots_label
 from lagfit_cli.core.landscape import loss_landscape, span
 from lagfit_cli.io.report import Report
 from lagfit_cli.io.tables import history_table, parameters_table, results_table
@@ -61,6 +62,8 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         history_max_rows=cfg.report.history_max_rows,
         uncertainty=cfg.uncertainty.name,
         n_boot=cfg.uncertainty.n_boot,
+        # the profiles belong to task=fit's own fit (not landscape's gd paths)
+        profiles=bool(cfg.uncertainty.profiles) and optimizer is None and cfg.task.name == "fit",
     )
 
 
@@ -153,6 +156,24 @@ def fit_figures(
             note=label + (f", condition number {unc.condition_number:.3g}"
                           if unc.condition_number == unc.condition_number else ""),
         )
+    prof = fitted.profiles
+    if prof is not None and prof.profiles:
+        index = {ratio_label: r for r, ratio_label in enumerate(unc.labels)} if unc is not None else {}
+        plabels, intervals = [], []
+        for p in prof.profiles:
+            r = next(r for r, row in enumerate(ratios_) if plots_label(row) == p.label)
+            plabels.append(rlabels[rows.index(r)])
+            u = index.get(p.label)
+            intervals.append((float(unc.ci_low[u]), float(unc.ci_high[u])) if u is not None else (np.nan, np.nan))
+        figures["fig_profiles"] = plots.profiles_figure(
+            plabels, [p.grid.numpy() for p in prof.profiles],
+            [(p.rss - prof.rss_best).numpy() for p in prof.profiles],
+            [p.estimate for p in prof.profiles], prof.threshold,
+            "Loss profiles: RSS minimised over the other parameters",
+            std_errors=[p.std_error for p in prof.profiles], intervals=intervals,
+            note=label + f", 95 % level ΔRSS = s²t² = {prof.threshold:.3g}"
+            + (f" ({unc.method} interval shaded)" if unc is not None and unc.method != "none" else ""),
+        )
     figures["fit_convergence"] = plots.convergence_figure(
         result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
         note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(),
@@ -173,6 +194,8 @@ def fit_task(cfg: DictConfig) -> Report:
     report.tables["fit_history"] = history_table(problem.system, fitted.result)
     report.tables["fit_results"] = results_table(fitted)
     report.tables["fitted_params"] = parameters_table(fitted)
+    if fitted.profiles is not None:
+        report.tables["profiles"] = fitted.profiles.table()
     report.metrics = {
         **problem_metrics("fit", problem),
         **fitted.metrics,
