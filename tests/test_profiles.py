@@ -1,7 +1,6 @@
 """Profiles of the loss along each reported value (issue 11, item 5) and the error bars of
 summary.png (item 6), on data lagfit never made (sympy's equations of motion)."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -57,9 +56,12 @@ def test_a_linear_problem_profiles_to_its_student_t_interval():
     assert not any("dips below" in w for w in report.warnings)
 
 
-def test_profiles_are_off_by_default_in_the_api():
-    report = lf.fit(QUARTIC, quartic_data(60), params=dict.fromkeys(PARAMS), n_starts=2)
-    assert report.profiles is None and "profiles" not in report.metrics
+def test_profiles_follow_the_option_in_the_api():
+    """On by default, as on the command line (conf/uncertainty/covariance.yaml); off on request."""
+    on = lf.fit(QUARTIC, quartic_data(60), params=dict.fromkeys(PARAMS), n_starts=2)
+    assert on.profiles is not None and "profiles" in on.metrics
+    off = lf.fit(QUARTIC, quartic_data(60), params=dict.fromkeys(PARAMS), n_starts=2, profiles=False)
+    assert off.profiles is None and "profiles" not in off.metrics
 
 
 def test_a_barely_seen_value_profiles_flat_over_its_range():

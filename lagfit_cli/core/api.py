@@ -117,7 +117,7 @@ class FitOptions:
     #: uncertainty="bootstrap": resamples of the rows, refitted as one batch
     n_boot: int = 200
     #: profiles of the loss along each identifiable value (``core.profiles``): K LM batches
-    profiles: bool = False
+    profiles: bool = True
 
     @property
     def n_iters(self) -> int:
