@@ -112,7 +112,16 @@ def definite_everywhere(hessian: Tensor) -> Tensor:
     (all positive or all negative definite) at every point. L and −L give the same motion,
     so the sign is free; a sign change inside the data means H is singular in between."""
     finite = torch.isfinite(hessian).flatten(1).all(-1)
-    eigenvalues = torch.linalg.eigvalsh(hessian.nan_to_num(0.0))  # (B, N, D)
+    hessian = hessian.nan_to_num(0.0)
+    if hessian.shape[-1] <= 2:  # Sylvester: H₀₀ of one sign, and det H > 0 for D = 2
+        lead = hessian[..., 0, 0]
+        definite = hessian.new_ones(lead.shape, dtype=torch.bool)
+        if hessian.shape[-1] == 2:
+            definite = hessian[..., 0, 0] * hessian[..., 1, 1] - hessian[..., 0, 1] * hessian[..., 1, 0] > 0
+        positive = ((lead > 0) & definite).flatten(1).all(-1)
+        negative = ((lead < 0) & definite).flatten(1).all(-1)
+        return finite & (positive | negative)
+    eigenvalues = torch.linalg.eigvalsh(hessian)  # (B, N, D)
     positive = (eigenvalues > 0).flatten(1).all(-1)
     negative = (eigenvalues < 0).flatten(1).all(-1)
     return finite & (positive | negative)
@@ -148,15 +157,15 @@ def small_matvec(matrix: Tensor, vector: Tensor) -> Tensor:
 
 
 def coefficient_jacobian(of_params: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
-    """∂c/∂θ for each row of theta (B, P): (B, K, P), by K reverse passes of a tiny graph."""
+    """∂c/∂θ for each row of theta (B, P): (B, K, P), by one batched reverse pass of a tiny
+    graph (``is_grads_batched``: the K unit cotangents at once)."""
     with torch.enable_grad():
         leaf = theta.detach().requires_grad_(True)
         c = of_params(leaf)
-        rows = [
-            torch.autograd.grad(c[:, k].sum(), leaf, retain_graph=k < c.shape[1] - 1)[0]
-            for k in range(c.shape[1])
-        ]
-    return torch.stack(rows, dim=1)
+        n_out = c.shape[1]
+        cotangents = torch.eye(n_out, dtype=c.dtype, device=c.device)[:, None, :].expand(n_out, *c.shape)
+        (rows,) = torch.autograd.grad(c, leaf, grad_outputs=cotangents, is_grads_batched=True)
+    return rows.permute(1, 0, 2)
 
 
 class AutodiffModel:
