@@ -135,6 +135,14 @@ class CompiledLagrangian:
 
     def __call__(self, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
         """L at every state: q, qd (..., D), theta (..., P) -> (...) (broadcast)."""
+        value = self.run(q, qd, theta)
+        shape = torch.broadcast_shapes(q.shape[:-1], qd.shape[:-1], theta.shape[:-1])
+        if isinstance(value, Tensor) and value.shape == shape:
+            return value
+        return torch.broadcast_to(torch.as_tensor(value, dtype=theta.dtype, device=theta.device), shape)
+
+    def run(self, q: Optional[Tensor], qd: Optional[Tensor], theta: Tensor) -> Union[Tensor, float]:
+        """The program's value as the stack machine leaves it (a number if constant)."""
         stack: list[Union[Tensor, float]] = []
         for opcode, argument in self.program:
             if opcode == _PUSH_Q:
@@ -151,8 +159,7 @@ class CompiledLagrangian:
                 right = stack.pop()
                 stack.append(argument(stack.pop(), right))
         (value,) = stack
-        shape = torch.broadcast_shapes(q.shape[:-1], qd.shape[:-1], theta.shape[:-1])
-        return torch.broadcast_to(value, shape)
+        return value
 
 
 Exponents = tuple[Fraction, ...]  # a node's scaling exponent per parameter
@@ -351,6 +358,12 @@ def _product(parts: list[str]) -> str:
     return "*".join(parts) if parts else "1"
 
 
+def _as_tensor(value: Union[Tensor, float], like: Tensor) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    return torch.full(like.shape[:-1], float(value), dtype=like.dtype, device=like.device)
+
+
 def separate(source: str, param_names: tuple[str, ...]) -> Optional[Coefficients]:
     """L as Σₖ cₖ(θ) φₖ(q, q̇) + φ₀(q, q̇), read off a validated expression's tree, or None.
 
@@ -393,8 +406,8 @@ def separate(source: str, param_names: tuple[str, ...]) -> Optional[Coefficients
     lagrangian = _compile_part(in_coefficients, slots)
 
     def of_params(theta: Tensor) -> Tensor:
-        empty = theta[..., :0]
-        return torch.stack([c(empty, empty, theta) for c in coefficient_programs], dim=-1)
+        values = [c.run(None, None, theta) for c in coefficient_programs]  # no state in them
+        return torch.stack(torch.broadcast_tensors(*(_as_tensor(v, theta) for v in values)), dim=-1)
 
     return Coefficients(of_params, lagrangian, names)
 
