@@ -123,13 +123,18 @@ def query_states(array_ids: Sequence[str]) -> tuple[dict[str, str], Optional[str
     if not array_ids:
         return {}, None
     ids = ",".join(sorted(set(array_ids)))
-    out = _run(["sacct", "-j", ids, "-X", "-n", "-P", "-o", "JobID,State"])
-    source = "sacct"
-    if out is None:
-        out = _run(["squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T"])
-        source = "squeue"
-    if out is None:
+    accounted = _run(["sacct", "-j", ids, "-X", "-n", "-P", "-o", "JobID,State"])
+    # slurmctld's own view: current for the jobs it still holds, and there even when
+    # accounting lags behind (a just-submitted job) or is off
+    queued = _run(["squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T"])
+    if accounted is None and queued is None:
         return {}, None
+    states = _parse_states(accounted or "")
+    states.update(_parse_states(queued or ""))
+    return states, "sacct" if accounted is not None else "squeue"
+
+
+def _parse_states(out: str) -> dict[str, str]:
     states = {}
     for line in out.splitlines():
         if "|" not in line:
@@ -137,7 +142,7 @@ def query_states(array_ids: Sequence[str]) -> tuple[dict[str, str], Optional[str
         job_id, state = line.split("|", 1)
         for one in _expand(job_id.strip()):
             states[one] = (state.split() or ["UNKNOWN"])[0].upper()
-    return states, source
+    return states
 
 
 def load_jobs(sweep_dir: Path) -> dict[str, Any]:
