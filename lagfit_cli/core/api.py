@@ -615,7 +615,9 @@ def _match_coefficients(of_params, c: Tensor, homogeneous: bool, theta0: Tensor,
         with torch.no_grad():
             sign = torch.sign((of_params(starts) @ c).sum())
         target = (sign if sign != 0 else 1.0) * c / c.norm()
-    match = levenberg_marquardt(_CoefficientMatch(of_params, target, homogeneous), starts, free, iters=MATCH_ITERS)
+    model = _CoefficientMatch(of_params, target, homogeneous)
+    floor = 0.5 * model.n_residuals * (64 * torch.finfo(target.dtype).eps * float(target.abs().max())) ** 2
+    match = levenberg_marquardt(model, starts, free, iters=MATCH_ITERS, floor=floor)
     loss = match.loss.nan_to_num(float("inf"))
     best = int(loss.argmin())
     return match.theta[best] if math.isfinite(float(loss[best])) else None
