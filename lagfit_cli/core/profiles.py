@@ -139,6 +139,10 @@ def profile_values(
     quantile = float(stdtrit(dof, 0.5 + LEVEL / 2)) if dof > 0 else math.nan
     estimates = reported_values(system, ratios, theta.cpu().to(torch.float64))
     out = Profiles([], rss_best, dof, s2, s2 * quantile**2)
+    # RSS differences below this are rounding in q̈ (exact data fit to ~1e-31), not a lower minimum
+    target = getattr(model, "target", None)
+    eps = torch.finfo(theta.dtype).eps
+    rounding = float((64 * eps) ** 2 * target.to(torch.float64).square().sum()) if target is not None else 0.0
     for r, row in enumerate(ratios):
         i = index[row.name]
         if row.status not in IDENTIFIABLE or not bool(free[i]):
@@ -159,7 +163,7 @@ def profile_values(
         with torch.no_grad():
             rss = model.residuals(fitted).to(torch.float64).square().sum(-1).cpu()
         out.profiles.append(Profile(ratio_label(row), estimate, se, grid, rss))
-        if out.threshold > 0 and float(rss_best - rss.min()) > 1e-3 * out.threshold:
+        if out.threshold > 0 and float(rss_best - rss.min()) > max(1e-3 * out.threshold, rounding):
             out.warnings.append(
                 f"the profile of {ratio_label(row)} dips below the best fit's loss: "
                 "the fit had not reached its minimum"

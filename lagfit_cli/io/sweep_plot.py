@@ -93,15 +93,8 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
                         ms=5, label=label)
             ax.set_title(_panel_title(metric, plan))
             ax.set_ylabel(metric_label(metric, plan.ratio_names))
-            ax.set_xlabel(KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "")
             _scale(ax, "y", all_y)
-            if plan.x_numeric:
-                _scale(ax, "x", plan.x_order, decades=1)
-            else:
-                ax.set_xticks(range(len(plan.x_order)), [str(x) for x in plan.x_order],
-                              rotation=20 if len(plan.x_order) > 4 else 0)
-                ax.set_xlim(-0.5, len(plan.x_order) - 0.5)
-            ax.grid(True, which="major", alpha=0.3)
+            _swept_axis(ax, plan)
         for ax, name in zip(axes[0][len(plan.metrics):], plan.error_names):
             _error_panel(ax, plan, name, colors, positions)
         first = axes[0, 0]
@@ -113,6 +106,18 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
             first.legend(fontsize=8, framealpha=0.85)
         fig.suptitle(_suptitle(plan, sweep_dir), fontsize=11)
     return fig
+
+
+def _swept_axis(ax, plan: PlotPlan) -> None:
+    """The x axis of every summary panel: the swept parameter, scaled or as categories."""
+    ax.set_xlabel(KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "")
+    if plan.x_numeric:
+        _scale(ax, "x", plan.x_order, decades=1)
+    else:
+        ax.set_xticks(range(len(plan.x_order)), [str(x) for x in plan.x_order],
+                      rotation=20 if len(plan.x_order) > 4 else 0)
+        ax.set_xlim(-0.5, len(plan.x_order) - 0.5)
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def _error_panel(ax, plan: PlotPlan, name: str, colors: list, positions: dict) -> None:
@@ -135,14 +140,7 @@ def _error_panel(ax, plan: PlotPlan, name: str, colors: list, positions: dict) -
                     label=series.label if n_series > 1 else "estimate ± std_error")
     ax.set_title(f"fitted {ratio_label(name)} ± std_error")
     ax.set_ylabel(f"fitted {ratio_label(name)}")
-    ax.set_xlabel(KEY_LABELS.get(plan.x_key, plan.x_key) if plan.x_key else "")
-    if plan.x_numeric:
-        _scale(ax, "x", plan.x_order, decades=1)
-    else:
-        ax.set_xticks(range(len(plan.x_order)), [str(x) for x in plan.x_order],
-                      rotation=20 if len(plan.x_order) > 4 else 0)
-        ax.set_xlim(-0.5, len(plan.x_order) - 0.5)
-    ax.grid(True, which="major", alpha=0.3)
+    _swept_axis(ax, plan)
     if n_series == 1:
         ax.legend(fontsize=8, framealpha=0.85)
 
