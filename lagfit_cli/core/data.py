@@ -34,6 +34,13 @@ class Dataset:
     #: q̈ was computed from the system at its true parameters (after checking the mass
     #: matrix there: ``synthetic_targets``), not measured
     synthetic: bool = False
+    #: time of each state (N,), for Lagrangians and forces that depend on t; None if unknown
+    t: Optional[Tensor] = None
+    #: applied generalised forces Q (N, D) on the right of d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q;
+    #: None means no applied force
+    Q: Optional[Tensor] = None
+    #: which run (trajectory) each state came from (N,) int64; None for one run or scattered
+    run: Optional[Tensor] = None
 
     @property
     def n_points(self) -> int:
@@ -44,11 +51,17 @@ class Dataset:
         return self.q.shape[1]
 
     def to(self, dtype: torch.dtype, device: torch.device | str) -> "Dataset":
+        def move(x: Optional[Tensor]) -> Optional[Tensor]:
+            return None if x is None else x.to(device=device, dtype=dtype)
+
         return replace(
             self,
-            q=self.q.to(device=device, dtype=dtype),
-            qd=self.qd.to(device=device, dtype=dtype),
-            qdd=self.qdd.to(device=device, dtype=dtype),
+            q=move(self.q),
+            qd=move(self.qd),
+            qdd=move(self.qdd),
+            t=move(self.t),
+            Q=move(self.Q),
+            run=None if self.run is None else self.run.to(device=device),
         )
 
 
