@@ -11,7 +11,7 @@ from conftest import metrics
 
 
 def test_harmonic_recovers_k_over_m(lagfit):
-    proc = lagfit("system=harmonic")
+    proc = lagfit("system=harmonic", figures=True)
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert m["status"] == "ok"
@@ -123,7 +123,7 @@ def test_contract_a_bad_value_in_a_child_process(lagfit_subprocess):
 
 def test_contract_default_output_folder_is_timestamped_under_outputs(lagfit_subprocess, tmp_path):
     """Contract: a plain run in a child process, into outputs/DATE/TIME/."""
-    proc = lagfit_subprocess("run", "experiment=smoke")
+    proc = lagfit_subprocess("run", "experiment=smoke", "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     assert f"results in {tmp_path / 'outputs'}" in proc.stderr
     runs = list((tmp_path / "outputs").glob("*/*/metrics.json"))
