@@ -213,6 +213,8 @@ class FitReport:
             e = errors.get(label, {})
             shown = format_estimate(r["estimate"], e.get("std_error"), e.get("ci_low"), e.get("ci_high"))
             lines.append(f"  {label} = {shown} ({truth})")
+        if m.get("applied_force"):
+            lines.append("  absolute values: the applied force Q in the data fixes the scale of L and R")
         for row in self.ratios:
             if row.status == "gauge":
                 lines.append(f"  {row.name}: gauge (the scale; the ratios above are to it, its value is arbitrary)")
@@ -288,7 +290,8 @@ def _count_coordinates(path: Path, mapping: Mapping[str, str]) -> int:
 
 
 def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
-    """A ``Dataset``, or a mapping / DataFrame of arrays named q0.., qd0.., qdd0.."""
+    """A ``Dataset``, or a mapping / DataFrame of arrays named q0.., qd0.., qdd0.., with
+    optional applied forces Q0.. (all or none) and times t."""
     if isinstance(data, Dataset):
         return data
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
@@ -301,9 +304,17 @@ def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
     missing = [name for name in needed if name not in data]
     if dof == 0 or missing:
         raise ArgumentError("data", f"needs arrays named {', '.join(needed or ['q0', 'qd0', 'qdd0'])}; missing {', '.join(missing) or 'q0'}")
-    arrays = {name: torch.from_numpy(np.ascontiguousarray(data[name], dtype=np.float64)) for name in needed}
+    forces = [f"Q{i}" for i in range(dof)]
+    present = [name for name in forces if name in data]
+    if present and len(present) != dof:
+        raise ArgumentError("data", f"applied forces need one array per coordinate ({', '.join(forces)}); missing {', '.join(n for n in forces if n not in data)}")
+    optional = present + (["t"] if "t" in data else [])
+    arrays = {name: torch.from_numpy(np.ascontiguousarray(data[name], dtype=np.float64)) for name in needed + optional}
     stack = lambda kind: torch.stack([arrays[f"{kind}{i}"] for i in range(dof)], dim=1)  # noqa: E731
-    return Dataset(stack("q"), stack("qd"), stack("qdd"))
+    return Dataset(
+        stack("q"), stack("qd"), stack("qdd"),
+        t=arrays.get("t"), Q=stack("Q") if present else None,
+    )
 
 
 def as_system(system: Union[str, System], params: Optional[Mapping[str, Optional[float]]]) -> System:
@@ -401,6 +412,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def has_applied_force(data: Dataset) -> bool:
+    """Whether the data carry a known applied force: a Q column that is not zero everywhere
+    (a zero force fixes no scale)."""
+    return data.Q is not None and bool((data.Q != 0).any())
+
+
+def _check_extras(system: System, data: Dataset) -> None:
+    """One clear error for times or forces of the wrong shape, or a timed L without times."""
+    n, dof = data.q.shape
+    if data.Q is not None and tuple(data.Q.shape) != (n, dof):
+        raise ArgumentError("Q", f"applied forces must be (N, D) = ({n}, {dof}), got {tuple(data.Q.shape)}")
+    if data.t is not None and tuple(data.t.shape) != (n,):
+        raise ArgumentError("t", f"times must be one per state ({n},), got {tuple(data.t.shape)}")
+    for name, values in (("Q", data.Q), ("t", data.t)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            raise ArgumentError(name, f"{'applied forces' if name == 'Q' else 'times'} must be finite numbers")
+    if system.time_dependent and data.t is None:
+        raise ArgumentError(
+            "t", f"system {system.name!r} depends on time t, but the data have no times "
+            "(give them a time column t)"
+        )
+
+
 def fit_dataset(
     system: System,
     data: Dataset,
@@ -419,8 +453,21 @@ def fit_dataset(
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
+    _check_extras(system, data)
+    notes: list[str] = []
+    forced = has_applied_force(data)
+    if forced:  # a known force fixes L's (and R's) overall scale: values become absolute
+        system = system.with_forces()
+        if gauge is not None and not any(gauge in group for group in system.scale_groups):
+            notes.append(
+                f"system.gauge={gauge} is not used: the applied force in the data fixes the "
+                "scale, so the values are absolute"
+            )
+            gauge = None
     started = time.perf_counter()
-    model = make_residual_model(system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile))
+    model = make_residual_model(
+        system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile), t=data.t, Q=data.Q
+    )
 
     # starts: the box is centred on the truth where one is known (the report's method)
     center = torch.full((system.n_params,), float(opts.init_center), dtype=torch.float64)
@@ -452,8 +499,11 @@ def fit_dataset(
     residual, jacobian = model.residuals_and_jacobian(result.theta[best : best + 1])
     ident = identifiability(system, jacobian[0], result.theta[best], gauge)
     ratios = ident.ratios
-    warnings: list[str] = []
+    warnings: list[str] = notes
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
+    metrics["applied_force"] = forced
+    metrics["dissipation"] = system.dissipation is not None
+    metrics["time_dependent"] = system.time_dependent
     started = time.perf_counter()
     uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
     metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
@@ -511,7 +561,8 @@ def _free(system: System, gauge: Optional[str], device) -> Tensor:
 
 def _gradient_descent(system, data, truth, opts, theta0, on_iteration) -> FitResult:
     loss_and_grad = make_loss_and_grad(
-        system, data.q, data.qd, data.qdd, opts.solver, opts.compile, expected_calls=opts.n_iters + 1
+        system, data.q, data.qd, data.qdd, opts.solver, opts.compile, expected_calls=opts.n_iters + 1,
+        t=data.t if system.time_dependent else None, Q=data.Q,
     )
     lr, lr_info = opts.lr, {"lr_mode": "fixed"}
     if opts.lr == "auto":
@@ -759,7 +810,7 @@ def _minima(system, ratios, result, identifiable) -> list[dict[str, Any]]:
 def _mass_matrix_warnings(system: System, data: Dataset, theta: Tensor) -> list[str]:
     """The mass-matrix check at the fitted θ, as a warning (the results are still written)."""
     try:
-        check_mass_matrix(system, data.q, data.qd, theta)
+        check_mass_matrix(system, data.q, data.qd, theta, t=data.t if system.time_dependent else None)
     except LagfitError as err:
         return [f"at the fitted parameters: {err}"]
     return []

@@ -105,12 +105,13 @@ def _values(system: System, theta: Tensor) -> str:
 
 def check_measured_mass_matrix(system: System, data: Dataset, truth: Tensor, center: Tensor) -> None:
     """The mass-matrix check for measured data: at the truth, or where the descent starts."""
+    t = data.t if system.time_dependent else None
     if bool(torch.isfinite(truth).all()):
-        check_mass_matrix(system, data.q, data.qd, truth)
+        check_mass_matrix(system, data.q, data.qd, truth, t=t)
     else:
         # unknown truths (measured data): check where the descent starts instead
         try:
-            check_mass_matrix(system, data.q, data.qd, center)
+            check_mass_matrix(system, data.q, data.qd, center, t=t)
         except LagfitError as err:
             raise LagfitError(
                 f"{err} [checked at the centre of the initial guesses, θ = "
