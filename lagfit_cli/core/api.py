@@ -76,6 +76,9 @@ SAME_LOSS_RTOL = 1e-6
 ADEQUACY_WARN = 1e-3
 #: the exact start for coefficients c(θ): θ matched to ĉ from this many starts, iterations
 MATCH_STARTS, MATCH_ITERS = 4, 50
+#: a residual whose variance the velocities explain beyond this fraction (R²), when the
+#: model also leaves more than ADEQUACY_WARN of q̈ unexplained, is a missing term (friction)
+VELOCITY_R2_FAIL = 0.5
 #: statuses whose reported value q̈ determines
 IDENTIFIABLE = ("ratio", "absolute")
 
@@ -317,8 +320,14 @@ def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
     )
 
 
-def as_system(system: Union[str, System], params: Optional[Mapping[str, Optional[float]]]) -> System:
-    """A ``System`` from a built-in name, an expression (with ``params``), or itself."""
+def as_system(
+    system: Union[str, System], params: Optional[Mapping[str, Optional[float]]],
+    dissipation: Optional[str] = None,
+) -> System:
+    """A ``System`` from a built-in name, an expression (with ``params`` and optionally a
+    Rayleigh ``dissipation`` expression over the same parameters), or itself."""
+    if dissipation is not None and (isinstance(system, System) or (isinstance(system, str) and system in SYSTEMS and system != "custom")):
+        raise ArgumentError("dissipation", "is for a Lagrangian given as an expression; a built-in system or a System brings its own")
     if isinstance(system, System):
         return system
     if not isinstance(system, str):
@@ -331,7 +340,7 @@ def as_system(system: Union[str, System], params: Optional[Mapping[str, Optional
         return built
     if params is None:
         raise ArgumentError("params", "an expression needs its parameters, e.g. params={'m': None, 'k': None}")
-    return build_system({"name": "custom", "lagrangian": system, "params": dict(params)})
+    return build_system({"name": "custom", "lagrangian": system, "params": dict(params), "dissipation": dissipation})
 
 
 def _truth(system: System, params: Optional[Mapping[str, Optional[float]]], truth: Optional[Mapping[str, float]]) -> Tensor:
@@ -358,6 +367,7 @@ def fit(
     truth: Optional[Mapping[str, float]] = None,
     gauge: Optional[str] = None,
     on_iteration: Optional[Callable[[int, Tensor], None]] = None,
+    dissipation: Optional[str] = None,
     **options: Any,
 ) -> FitReport:
     """Fit the parameters of a Lagrangian to data.
@@ -366,10 +376,12 @@ def fit(
         system: a built-in name (``"double_pendulum"``), an expression in q0.., qd0..
             (``"0.5*m*qd**2 - 0.5*k*q**2"``, with ``params``), or a ``System``.
         data: a ``Dataset`` (e.g. from :func:`read_csv`), or a dict / DataFrame of arrays
-            named q0.., qd0.., qdd0...
+            named q0.., qd0.., qdd0.. (optionally applied forces Q0.. and times t).
         params: for an expression, its parameters in order, each a known value or None.
         truth: known true values to report errors against (nothing else is a truth).
         gauge: the parameter ratios are reported against (where the data allow).
+        dissipation: for an expression, a Rayleigh function R over the same ``params``
+            (``"0.5*c*qd**2"``): the fit then solves d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q.
         options: any field of :class:`FitOptions` (n_starts, iters, optimizer, solver,
             seed, device, dtype, init, init_center, init_width, ...).
     """
@@ -377,7 +389,7 @@ def fit(
     if unknown:
         raise ArgumentError(unknown[0], f"not an option of fit; options: {', '.join(FitOptions.__dataclass_fields__)}")
     opts = FitOptions(**options)
-    built = as_system(system, params)
+    built = as_system(system, params, dissipation)
     dataset = as_dataset(data, built.dof)
     if dataset.dof != built.dof:
         raise ArgumentError("data", f"has {dataset.dof} coordinates, the system {built.dof}")
@@ -501,6 +513,7 @@ def fit_dataset(
     ratios = ident.ratios
     warnings: list[str] = notes
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
+    _check_missing_friction(data, residual[0], metrics, warnings)
     metrics["applied_force"] = forced
     metrics["dissipation"] = system.dissipation is not None
     metrics["time_dependent"] = system.time_dependent
@@ -528,6 +541,34 @@ def fit_dataset(
         exact_start=len(draws) if exact is not None else None, uncertainty=uncertainty,
         profiles=profiles,
     )
+
+
+def _check_missing_friction(data: Dataset, residual: Tensor, metrics: dict[str, Any], warnings: list[str]) -> None:
+    """Fail the verdict when the best fit's residual is a function of the velocities.
+
+    Measurement noise leaves a residual that no simple function of the state predicts; a
+    missing friction term (a conservative L fitted to damped motion) leaves one that is
+    nearly linear in q̇. The residual of each coordinate is regressed on (1, q̇₀, …, q̇_{D−1});
+    if that explains more than ``VELOCITY_R2_FAIL`` of its variance while the model misses
+    more than ``ADEQUACY_WARN`` of q̈'s RMS, the fit is not trustworthy (``fit_ok`` False).
+    """
+    n, dof = data.q.shape
+    res = residual.detach().to(torch.float64).reshape(n, dof)
+    features = torch.cat((torch.ones(n, 1, dtype=torch.float64, device=res.device), data.qd.to(torch.float64)), dim=1)
+    total = float(res.square().sum())
+    if n <= features.shape[1] or total == 0.0:
+        metrics["residual_velocity_r2"] = None
+        return
+    solution = torch.linalg.lstsq(features.cpu(), res.cpu()).solution
+    explained = 1.0 - float((res.cpu() - features.cpu() @ solution).square().sum()) / total
+    metrics["residual_velocity_r2"] = explained
+    if explained > VELOCITY_R2_FAIL and metrics["relative_residual_rms"] > ADEQUACY_WARN:
+        metrics["fit_ok"] = False
+        warnings.append(
+            f"the residual is a function of the velocities ({explained:.0%} of its variance is "
+            "linear in q̇): the model misses a velocity-dependent term such as friction; add a "
+            "dissipation function (system.dissipation) — the fit is not trustworthy"
+        )
 
 
 def _uncertainty(system, data, model, opts, theta, ratios, residual, jacobian, gauge) -> Uncertainty:

@@ -112,3 +112,24 @@ def make_solver(
     if choice == "false":
         return solver
     return _PolicySolver(name, choice, expected_calls)
+
+
+def bind_data(solver: Solver, t: Optional[Tensor] = None, Q: Optional[Tensor] = None) -> Solver:
+    """``solver`` with one dataset's times and applied forces filled in.
+
+    For callers that evaluate q̈ at that dataset's N states (or a noisy copy of them, row for
+    row) through the plain ``solver(system, q, qd, theta)`` signature: figures, landscapes,
+    noise studies. Explicit ``t=``/``Q=`` keywords still win. The solver itself when both are
+    None.
+    """
+    if t is None and Q is None:
+        return solver
+
+    def bound(system: System, q: Tensor, qd: Tensor, theta: Tensor, **extras) -> Tensor:
+        times = extras.get("t", t) if system.time_dependent else None
+        forces = extras.get("Q", Q)
+        if forces is not None and forces.shape[0] != q.shape[0]:
+            raise ValueError(f"bound forces are for {forces.shape[0]} states, got {q.shape[0]}")
+        return solver(system, q, qd, theta, t=times, Q=forces)
+
+    return bound
