@@ -216,7 +216,7 @@ class FitReport:
             e = errors.get(label, {})
             shown = format_estimate(r["estimate"], e.get("std_error"), e.get("ci_low"), e.get("ci_high"))
             lines.append(f"  {label} = {shown} ({truth})")
-        if m.get("applied_force"):
+        if m.get("applied_force") and any(row.status == "absolute" for row in self.ratios):
             lines.append("  absolute values: the applied force Q in the data fixes the scale of L and R")
         for row in self.ratios:
             if row.status == "gauge":
