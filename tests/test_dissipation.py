@@ -186,3 +186,10 @@ def test_cli_custom_dissipation_with_time(lagfit):
                   "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     assert "F = 0.5" in proc.stderr and "c = 0.3" in proc.stderr
+
+
+def test_dissipation_is_refused_for_builtin_systems():
+    with pytest.raises(LagfitError, match="is for system=custom"):
+        build_system({"name": "harmonic", "params": {"m": 1.0, "k": 1.0}, "dissipation": "0.5*c*qd**2"})
+    with pytest.raises(LagfitError, match="brings its own"):
+        lf.fit("harmonic", damped_data(), dissipation="0.5*c*qd**2")

@@ -18,6 +18,12 @@ Spelling
     - Functions of one argument: ``sin cos tan asin acos atan sinh cosh tanh exp log
       log10 sqrt abs``.
 
+    - The time ``t`` (the system is then time-dependent; ``t`` cannot be a parameter).
+
+A Rayleigh dissipation function (``system.dissipation``) is written the same way over the
+same parameters (:func:`compile_dissipation`); L and R are analysed together for their scale
+groups (L -> cL, R -> cR is one symmetry), and errors in R name ``dissipation``.
+
 Anything else (attribute access, calls of other names, subscripts, keyword arguments,
 lambdas, strings, comparisons, unknown names, ...) raises ``LagfitError`` with one line
 naming the offending token. The text is never handed to ``eval``/``exec``/``compile``:

@@ -203,6 +203,11 @@ def register_fixed_system(system: System) -> System:
 def build_system(spec: Mapping[str, Any]) -> System:
     """Build the System that a ``system`` config names, checking its parameters match."""
     name = spec.get("name")
+    if spec.get("dissipation") is not None and name != "custom":
+        raise ArgumentError(
+            "dissipation", f"is for system=custom; the built-in system {name!r} brings its own "
+            "(friction built in: damped_oscillator, driven_duffing, cart_pole)"
+        )
     system = SYSTEMS.lookup(name)(spec)
     given = tuple(spec.get("params") or {})
     if set(given) != set(system.param_names):
