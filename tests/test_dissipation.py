@@ -136,6 +136,10 @@ def test_conservative_fit_of_damped_motion_is_not_trusted():
     trusted = lf.fit("0.5*m*qd**2 - 0.5*k*q**2", noisy, params={"m": None, "k": None, "c": None},
                      dissipation="0.5*c*qd**2", n_starts=4)
     assert trusted.fit_ok and trusted.metrics["residual_velocity_r2"] < 0.1
+    # an unconverged fit is reported as unconverged, not as missing friction
+    stopped = lf.fit("damped_oscillator", damped_data(force=False), optimizer="gd", iters=5,
+                     n_starts=1, profiles=False, uncertainty="none")
+    assert not stopped.fit_ok and not any("friction" in w for w in stopped.warnings)
 
 
 def test_time_dependent_system_needs_times():

@@ -117,3 +117,18 @@ def test_driven_duffing_with_a_force_column_is_absolute(lagfit):
         n: "absolute" for n in ("m", "k", "beta", "c", "F")
     }
     assert m["max_ratio_rel_error"] < 1e-8
+
+
+def test_bound_solver_fills_in_the_datas_times_and_forces():
+    # figures, landscapes and noise studies call solver(system, q, qd, theta) on the data
+    from lagfit_cli.core.solvers.policy import bind_data
+
+    system = SYSTEMS.lookup("driven_duffing")({"name": "driven_duffing"})
+    rng = np.random.default_rng(0)
+    q, qd, t, Q = (torch.tensor(rng.uniform(-1, 1, shape)) for shape in ((6, 1), (6, 1), (6,), (6, 1)))
+    theta = torch.tensor([[1.0, 1.0, 0.5, 0.2, 0.8]])
+    bound = bind_data(SOLVERS["fast"], t, Q)
+    want = SOLVERS["closed_form"](system, q, qd, theta, t=t, Q=Q)
+    assert torch.allclose(bound(system, q, qd, theta), want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(SOLVERS["fast"](system, q, qd, theta, t=t), want)  # Q matters
+    assert bind_data(SOLVERS["fast"]) is SOLVERS["fast"]

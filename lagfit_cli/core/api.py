@@ -513,7 +513,7 @@ def fit_dataset(
     ratios = ident.ratios
     warnings: list[str] = notes
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
-    _check_missing_friction(data, residual[0], metrics, warnings)
+    _check_missing_friction(data, residual[0], metrics, warnings, system.dissipation is not None)
     metrics["applied_force"] = forced
     metrics["dissipation"] = system.dissipation is not None
     metrics["time_dependent"] = system.time_dependent
@@ -543,14 +543,17 @@ def fit_dataset(
     )
 
 
-def _check_missing_friction(data: Dataset, residual: Tensor, metrics: dict[str, Any], warnings: list[str]) -> None:
+def _check_missing_friction(
+    data: Dataset, residual: Tensor, metrics: dict[str, Any], warnings: list[str], has_friction: bool
+) -> None:
     """Fail the verdict when the best fit's residual is a function of the velocities.
 
     Measurement noise leaves a residual that no simple function of the state predicts; a
     missing friction term (a conservative L fitted to damped motion) leaves one that is
     nearly linear in q̇. The residual of each coordinate is regressed on (1, q̇₀, …, q̇_{D−1});
     if that explains more than ``VELOCITY_R2_FAIL`` of its variance while the model misses
-    more than ``ADEQUACY_WARN`` of q̈'s RMS, the fit is not trustworthy (``fit_ok`` False).
+    more than ``ADEQUACY_WARN`` of q̈'s RMS at a converged best start, the fit is not
+    trustworthy (``fit_ok`` False).
     """
     n, dof = data.q.shape
     res = residual.detach().to(torch.float64).reshape(n, dof)
@@ -562,12 +565,17 @@ def _check_missing_friction(data: Dataset, residual: Tensor, metrics: dict[str, 
     solution = torch.linalg.lstsq(features.cpu(), res.cpu()).solution
     explained = 1.0 - float((res.cpu() - features.cpu() @ solution).square().sum()) / total
     metrics["residual_velocity_r2"] = explained
-    if explained > VELOCITY_R2_FAIL and metrics["relative_residual_rms"] > ADEQUACY_WARN:
+    converged = metrics["best_status"] == CONVERGED  # else the warning about that says it
+    if converged and explained > VELOCITY_R2_FAIL and metrics["relative_residual_rms"] > ADEQUACY_WARN:
         metrics["fit_ok"] = False
+        remedy = (
+            "add a dissipation function (system.dissipation)" if not has_friction
+            else "the dissipation function does not capture it"
+        )
         warnings.append(
             f"the residual is a function of the velocities ({explained:.0%} of its variance is "
-            "linear in q̇): the model misses a velocity-dependent term such as friction; add a "
-            "dissipation function (system.dissipation) — the fit is not trustworthy"
+            f"linear in q̇): the model misses a velocity-dependent term such as friction; {remedy}"
+            " — the fit is not trustworthy"
         )
 
 
