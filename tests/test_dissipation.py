@@ -84,7 +84,7 @@ def test_nonlinear_custom_with_dissipation_uses_coefficients_and_matches_sympy()
 
 
 def test_a_force_column_makes_m_k_c_absolute():
-    report = lf.fit("damped_oscillator", damped_data(), truth={"m": 2.0, "k": 4.0, "c": 0.5}, n_starts=4)
+    report = lf.fit("damped_oscillator", damped_data(), truth={"m": 2.0, "k": 4.0, "c": 0.5}, n_starts=4, profiles=False)
     assert report.fit_ok
     assert {r.name: r.status for r in report.ratios} == {"m": "absolute", "k": "absolute", "c": "absolute"}
     for name, true in {"m": 2.0, "k": 4.0, "c": 0.5}.items():
@@ -94,7 +94,7 @@ def test_a_force_column_makes_m_k_c_absolute():
 
 
 def test_without_a_force_only_ratios():
-    report = lf.fit("damped_oscillator", damped_data(force=False), n_starts=4)
+    report = lf.fit("damped_oscillator", damped_data(force=False), n_starts=4, profiles=False)
     assert report.fit_ok
     assert {r.name: r.status for r in report.ratios} == {"m": "gauge", "k": "ratio", "c": "ratio"}
     assert abs(report.values["k/m"] - 2.0) < 1e-9 and abs(report.values["c/m"] - 0.25) < 1e-9
@@ -125,7 +125,7 @@ def test_loss_and_grad_with_forces_matches_autograd_through_the_generic_step():
 
 
 def test_conservative_fit_of_damped_motion_is_not_trusted():
-    report = lf.fit("0.5*m*qd**2 - 0.5*k*q**2", damped_data(force=False), params={"m": None, "k": None}, n_starts=4)
+    report = lf.fit("0.5*m*qd**2 - 0.5*k*q**2", damped_data(force=False), params={"m": None, "k": None}, n_starts=4, profiles=False)
     assert report.fit_ok is False
     assert report.metrics["residual_velocity_r2"] > 0.9
     assert any("friction" in w for w in report.warnings)
@@ -134,7 +134,7 @@ def test_conservative_fit_of_damped_motion_is_not_trusted():
     noisy = damped_data(force=False)
     noisy["qdd0"] = noisy["qdd0"] + 0.05 * rng.standard_normal(noisy["qdd0"].shape)
     trusted = lf.fit("0.5*m*qd**2 - 0.5*k*q**2", noisy, params={"m": None, "k": None, "c": None},
-                     dissipation="0.5*c*qd**2", n_starts=4)
+                     dissipation="0.5*c*qd**2", n_starts=4, profiles=False)
     assert trusted.fit_ok and trusted.metrics["residual_velocity_r2"] < 0.1
     # an unconverged fit is reported as unconverged, not as missing friction
     stopped = lf.fit("damped_oscillator", damped_data(force=False), optimizer="gd", iters=5,
@@ -187,7 +187,7 @@ def test_cli_custom_dissipation_with_time(lagfit):
     proc = lagfit("system=custom", 'system.lagrangian="0.5*m*qd**2 - 0.5*k*q**2 + F*q*cos(t)"',
                   'system.dissipation="0.5*c*qd**2"', "system.params={m: 1.0, k: 2.0, c: 0.3, F: 0.5}",
                   "data=uniform", "data.n_points=100", "data.force=[-1,1]", "init.n_starts=4",
-                  "report.figures=false")
+                  "report.figures=false", "uncertainty=none")
     assert proc.returncode == 0, proc.stderr
     assert "F = 0.5" in proc.stderr and "c = 0.3" in proc.stderr
 

@@ -96,7 +96,8 @@ EXPECTED = {  # the plain command: values and how they are reported
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_plain_command_fits_each_new_system(lagfit, name):
-    proc = lagfit(f"system={name}", "report.figures=false", "data.n_points=100", "init.n_starts=4")
+    proc = lagfit(f"system={name}", "report.figures=false", "data.n_points=100", "init.n_starts=4",
+                  "uncertainty=none")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert {label: r["status"] for label, r in m["ratios"].items()} == EXPECTED[name]
@@ -109,7 +110,7 @@ def test_plain_command_fits_each_new_system(lagfit, name):
 def test_driven_duffing_with_a_force_column_is_absolute(lagfit):
     proc = lagfit(
         "system=driven_duffing", "data.force=[-1,1]", "report.figures=false", "data.n_points=100",
-        "init.n_starts=4", "system.constants.omega=2.0",
+        "init.n_starts=4", "system.constants.omega=2.0", "uncertainty=none",
     )
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
