@@ -137,7 +137,10 @@ def test_contract_usage_and_help(lagfit_subprocess):
     proc = lagfit_subprocess("--help")
     assert proc.returncode == 0 and "usage: lagfit run" in proc.stdout
     proc = lagfit_subprocess("run", "--help")
-    systems = "anharmonic, coupled_oscillators, custom, double_pendulum, duffing, harmonic, pendulum"
+    systems = (
+        "anharmonic, cart_pole, coupled_oscillators, custom, damped_oscillator, double_pendulum, "
+        "driven_duffing, duffing, harmonic, pendulum"
+    )
     assert proc.returncode == 0 and f"system: {systems}" in proc.stdout
     assert "Exit codes: 0 ok" in proc.stdout and "seed: 0" in proc.stdout
 

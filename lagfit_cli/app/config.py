@@ -38,6 +38,12 @@ class SystemConf:
     gauge: Optional[str] = None
     #: the expression of a user-defined Lagrangian (system=custom only)
     lagrangian: Optional[str] = None
+    #: a Rayleigh dissipation function R(q, q̇, t; θ) written like the Lagrangian, over the
+    #: same parameters (system=custom only); null = no friction
+    dissipation: Optional[str] = None
+    #: fixed known numbers a built-in system uses (driven_duffing: omega; cart_pole: g);
+    #: untyped (checked by the system) so each system may name its own
+    constants: Any = None
 
 
 @dataclass
@@ -55,6 +61,12 @@ class DataConf:
     #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta};
     #: untyped and null by default (checked by validate) so a mapping of new keys can be given
     columns: Any = None
+    #: synthetic data (grid, uniform): a random applied generalised force per state, uniform
+    #: in [low, high], on the coordinates in force_coords (null: all); null = no force
+    force: Optional[list[float]] = None
+    force_coords: Optional[list[int]] = None
+    #: synthetic data for a time-dependent system: each state's time, uniform in these bounds
+    t_bounds: list[float] = field(default_factory=lambda: [0.0, 10.0])
 
 
 @dataclass
@@ -279,6 +291,9 @@ ARGUMENT_KEYS = {
     "params": "system.params",
     "gauge": "system.gauge",
     "lagrangian": "system.lagrangian",
+    "dissipation": "system.dissipation",
+    "constants": "system.constants",
+    "force_coords": "data.force_coords",
     "data": "data.name",
     "n": "data.n",
     "path": "data.path",
@@ -370,6 +385,13 @@ def validate_static(cfg: DictConfig) -> None:
             )
     _check_bounds("data.q_bounds", cfg.data.q_bounds)
     _check_bounds("data.qd_bounds", cfg.data.qd_bounds)
+    _check_bounds("data.t_bounds", cfg.data.t_bounds)
+    if cfg.data.force is not None:
+        force = list(cfg.data.force)
+        if len(force) != 2 or not all(math.isfinite(v) for v in force) or force[0] > force[1]:
+            _fail("data.force", f"must be null (no applied force) or finite [low, high] with low <= high, got {force}")
+    if cfg.data.force_coords is not None and any(c < 0 for c in cfg.data.force_coords):
+        _fail("data.force_coords", f"must be coordinate indices >= 0, got {list(cfg.data.force_coords)}")
     if cfg.data.n < 2:
         _fail("data.n", f"must be at least 2 grid points per state variable, got {cfg.data.n}")
 
