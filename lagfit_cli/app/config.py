@@ -333,6 +333,17 @@ ARGUMENT_KEYS = {
     "task": "task.name",
     "uncertainty": "uncertainty.name",
     "n_boot": "uncertainty.n_boot",
+    # task=simulate (core.simulate's arguments)
+    "initial_states": "task.initial_states",
+    "n_runs": "task.n_runs",
+    "duration": "task.duration",
+    "dt": "task.dt",
+    "method": "task.method",
+    "force": "task.force",
+    "noise_qd": "task.noise_qd",
+    # the rollout check (core.rollout's arguments)
+    "horizon": "rollout.horizon",
+    "tolerance": "rollout.tolerance",
 }
 
 

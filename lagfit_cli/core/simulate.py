@@ -50,6 +50,25 @@ MIN_RTOL = 100 * np.finfo(float).eps
 ForceFn = Callable[[float], np.ndarray]
 
 
+#: a state beyond this many times the initial states' scale has blown up
+BLOWUP_FACTOR = 1e6
+
+
+#: the step size has collapsed when this many q̈ calls advance t by less than this
+#: fraction of the time span
+STALL_CALLS, STALL_FRACTION = 240, 1e-9
+#: a mass matrix whose smallest singular value fell below this fraction of its value at
+#: the initial state, where the integration stopped, has turned singular there
+SINGULAR_FRACTION = 1e-3
+
+
+class _Abort(Exception):
+    """Raised inside the right-hand side to stop solve_ivp at once (a run blew up)."""
+
+    def __init__(self, t: float):
+        self.t = float(t)
+
+
 class IntegrationFailure(LagfitError):
     """The integration stopped before the end: ``runs`` (indices), at time ``t``, ``cause``."""
 
@@ -185,7 +204,7 @@ def make_rhs(
             "force", "applied forces are not supported yet by this lagfit build's solvers "
             "(they arrive with system dissipation and forces, issue 13 item 3)"
         )
-    state = {"calls": 0, "bad": []}
+    state = {"calls": 0, "bad": [], "limit": math.inf, "recent": [], "span": math.inf}
 
     def qdd(t: float, q: torch.Tensor, qd: torch.Tensor) -> torch.Tensor:
         kwargs = {}
@@ -198,6 +217,8 @@ def make_rhs(
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         state["calls"] += 1
+        if np.isfinite(y).all():
+            state["last_y"] = y
         states = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)).reshape(2, n_runs, dof)
         q, qd = states[0].contiguous(), states[1].contiguous()
         try:
@@ -210,9 +231,21 @@ def make_rhs(
                 except (RuntimeError, torch.linalg.LinAlgError):
                     pass
         acc_np = acc.numpy()
-        finite = np.isfinite(acc_np).all(axis=1) & np.isfinite(y.reshape(2, n_runs, dof)).all(axis=(0, 2))
-        if not finite.all():
-            state["bad"] = [int(r) for r in np.flatnonzero(~finite)]
+        states_np = y.reshape(2, n_runs, dof)
+        finite = np.isfinite(acc_np).all(axis=1) & np.isfinite(states_np).all(axis=(0, 2))
+        huge = np.abs(states_np).max(axis=(0, 2)) > state["limit"]
+        if not finite.all() or huge.any():
+            state["bad"] = [int(r) for r in np.flatnonzero(~finite | huge)]
+            raise _Abort(t)
+        # a step size that collapses (a singularity ahead): STALL_CALLS calls within a
+        # negligible stretch of time; scipy would go on until the step underflows
+        recent = state["recent"]
+        recent.append(t)
+        if len(recent) > STALL_CALLS:
+            recent.pop(0)
+            if max(recent) - min(recent) < STALL_FRACTION * state["span"]:
+                state["stalled"] = True
+                raise _Abort(t)
         return np.concatenate([y[n_runs * dof :], acc_np.reshape(-1)])
 
     return rhs, state
@@ -280,8 +313,13 @@ def integrate(
     t_span = (float(t_eval[0]), float(t_eval[-1]))
     if t_eval.size == 1:
         return Simulation(t_eval, q0[:, None, :].copy(), qd0[:, None, :].copy(), 0)
-    with np.errstate(all="ignore"):
-        solution = solve_ivp(rhs, t_span, y0, method=method, t_eval=t_eval, rtol=run_rtol, atol=run_atol)
+    state["limit"] = BLOWUP_FACTOR * max(1.0, float(np.abs(y0).max()))
+    state["span"] = t_span[1] - t_span[0]
+    try:
+        with np.errstate(all="ignore"):
+            solution = solve_ivp(rhs, t_span, y0, method=method, t_eval=t_eval, rtol=run_rtol, atol=run_atol)
+    except _Abort as stop:
+        raise _failure(system, theta, y0, None, state, n_runs, dof, stop.t) from None
     y = solution.y  # (R·2D, T')
     finite = np.isfinite(y).all(axis=0)
     if solution.status != 0 or y.shape[1] != t_eval.size or not finite.all():
@@ -294,27 +332,47 @@ def integrate(
 
 
 def _failure(system, theta, y0, solution, state, n_runs, dof, t_fail) -> IntegrationFailure:
-    """Why the integration stopped: the runs last seen with a non-finite q̈ and the cause."""
-    from lagfit_cli.core.solvers import check_mass_matrix
+    """Why the integration stopped: the runs last seen going bad, and whether their mass
+    matrix ∂²L/∂q̇∂q̇ᵀ turned singular (its smallest singular value fell below
+    ``SINGULAR_FRACTION`` of the initial state's) or the solution blew up."""
+    from lagfit_cli.core.solvers import mass_matrix
 
     runs = state["bad"] or list(range(n_runs))
-    last = solution.y[:, -1] if solution.y.size else y0
-    if not np.isfinite(last).all():
-        good = np.isfinite(solution.y).all(axis=0)
-        last = solution.y[:, np.flatnonzero(good)[-1]] if good.any() else y0
-    states = last.reshape(2, n_runs, dof)
-    q = torch.from_numpy(states[0][runs].copy())
-    qd = torch.from_numpy(states[1][runs].copy())
+    last = state.get("last_y")
+    if last is None or not np.isfinite(last).all():
+        last = y0
+        if solution is not None and solution.y.size:
+            good = np.isfinite(solution.y).all(axis=0)
+            if good.any():
+                last = solution.y[:, np.flatnonzero(good)[-1]]
     theta_t = torch.as_tensor(np.asarray(theta, dtype=np.float64))
-    magnitude = float(np.abs(states[:, runs]).max()) if np.isfinite(states).all() else math.inf
-    try:
-        check_mass_matrix(system, q, qd, theta_t)
+
+    def smallest(y: np.ndarray) -> np.ndarray:
+        states = y.reshape(2, n_runs, dof)
+        q = torch.from_numpy(states[0][runs].copy())
+        qd = torch.from_numpy(states[1][runs].copy())
+        try:
+            return torch.linalg.svdvals(mass_matrix(system, q, qd, theta_t).detach()).min(-1).values.numpy()
+        except Exception:  # noqa: BLE001  a mass matrix that cannot even be formed
+            return np.full(len(runs), np.nan)
+
+    start, end = smallest(y0), smallest(last)
+    states = last.reshape(2, n_runs, dof)
+    magnitude = float(np.abs(states[:, runs]).max())
+    collapsed = "" if solution is None else f"; {solution.message}"
+    if state.get("stalled"):
+        collapsed = "; the step size collapsed"
+    if np.any(~np.isfinite(end) | (end <= SINGULAR_FRACTION * np.abs(start))):
+        q = states[0][runs[0]]
         cause = (
-            f"the solution blew up (|state| reached {magnitude:.3g}); the equations of motion "
-            f"may be unstable at these parameters, or the step size collapsed ({solution.message})"
+            f"the mass matrix ∂²L/∂q̇∂q̇ᵀ turns singular (near q = ({', '.join(f'{v:.4g}' for v in q)})): "
+            "q̈ is not defined there"
         )
-    except LagfitError as err:
-        cause = f"near the last state: {err}"
+    else:
+        cause = (
+            f"the solution blew up (|state| reached {magnitude:.3g}): the equations of motion "
+            f"may be unstable at these parameters{collapsed}"
+        )
     return IntegrationFailure(runs, t_fail, cause)
 
 
@@ -346,8 +404,9 @@ def parse_initial_states(states, dof: int) -> tuple[np.ndarray, np.ndarray]:
         array = array[None, :]
     if array.ndim != 2 or array.shape[1] != 2 * dof or array.shape[0] < 1:
         raise ArgumentError(
-            "initial_states", f"each state is {2 * dof} numbers (q0..q{dof - 1}, qd0..qd{dof - 1}) "
-            f"for this {dof}-coordinate system; got shape {tuple(array.shape)}"
+            "initial_states", f"each state is {2 * dof} numbers ({', '.join(f'q{i}' for i in range(dof))}, "
+            f"{', '.join(f'qd{i}' for i in range(dof))}) for this {dof}-coordinate system; got rows of "
+            f"{array.shape[-1] if array.ndim == 2 else array.shape}"
         )
     if not np.isfinite(array).all():
         raise ArgumentError("initial_states", "must be finite numbers")

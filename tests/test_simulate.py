@@ -1,0 +1,200 @@
+"""task=simulate and the rollout check (issue 13, items 4–5): the integrator against closed
+forms and against scipy on sympy-derived equations (independent of lagfit's solvers), the
+trajectory CSV, the rollout's numbers, and bad input as one line."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import lagfit_cli as lf
+from conftest import compose, metrics
+from sympy_eom import sympy_qdd
+
+DOUBLE_PENDULUM_L = (
+    "0.5*(m1+m2)*l1**2*qd0**2 + 0.5*m2*l2**2*qd1**2 + m2*l1*l2*qd0*qd1*cos(q0-q1)"
+    " + (m1+m2)*g*l1*cos(q0) + m2*g*l2*cos(q1)"
+)
+DP = {"m1": 2.0, "m2": 1.0, "l1": 1.5, "l2": 1.0, "g": 9.81}
+
+
+def harmonic_closed_form(q0, v0, omega, t):
+    """q(t) = A cos(ωt + φ) and q̇(t) for q(0) = q0, q̇(0) = v0."""
+    amplitude, phase = math.hypot(q0, v0 / omega), math.atan2(-v0 / omega, q0)
+    return amplitude * np.cos(omega * t + phase), -amplitude * omega * np.sin(omega * t + phase)
+
+
+def test_harmonic_oscillator_matches_the_closed_form():
+    states = [[1.0, 0.5], [-0.3, 1.2], [0.0, -2.0]]
+    runs = lf.simulate("harmonic", {"m": 2.0, "k": 4.0}, states, duration=10.0, dt=0.01)
+    assert len(runs.runs) == 3 and runs.runs[0].n_samples == 1001
+    for (q0, v0), run in zip(states, runs.runs):
+        q, qd = harmonic_closed_form(q0, v0, math.sqrt(2.0), run.t)
+        assert np.abs(run.q[:, 0] - q).max() < 1e-8
+        assert np.abs(run.qd[:, 0] - qd).max() < 1e-8
+    # one solve_ivp per run gives the same answer as all runs in one ODE
+    alone = lf.simulate("harmonic", {"m": 2.0, "k": 4.0}, states, duration=10.0, dt=0.01, vectorize=False)
+    assert np.abs(alone.runs[2].q - runs.runs[2].q).max() < 1e-8
+
+
+def test_double_pendulum_matches_scipy_on_sympy_equations():
+    """lagfit's own autodiff q̈ (custom expression, solver=autograd) and the built-in closed
+    form, both integrated by lagfit, against DOP853 at rtol 1e-12 on sympy's q̈."""
+    from scipy.integrate import solve_ivp
+
+    qdd = sympy_qdd(DOUBLE_PENDULUM_L, list(DP), 2)
+    theta = list(DP.values())
+    start = np.array([0.8, -0.5, 0.3, 1.0])
+
+    def rhs(t, y):
+        return np.concatenate([y[2:], qdd(y[None, :2], y[None, 2:], theta)[0]])
+
+    t = np.arange(0, 101) * 0.01
+    ref = solve_ivp(rhs, (0, 1.0), start, method="DOP853", t_eval=t, rtol=1e-12, atol=1e-12).y.T
+    built_in = lf.simulate("double_pendulum", DP, [start], duration=1.0, dt=0.01).runs[0]
+    custom = lf.simulate(DOUBLE_PENDULUM_L, DP, [start], duration=1.0, dt=0.01, solver="autograd").runs[0]
+    for run in (built_in, custom):
+        assert np.abs(run.q - ref[:, :2]).max() < 1e-8
+        assert np.abs(run.qd - ref[:, 2:]).max() < 1e-8
+
+
+def test_energy_is_conserved_for_the_double_pendulum():
+    runs = lf.simulate("double_pendulum", DP, n_runs=3, q_bounds=(-1.5, 1.5), qd_bounds=(-2, 2),
+                       duration=2.0, dt=0.01, seed=3)
+    m1, m2, l1, l2, g = DP.values()
+    for run in runs.runs:
+        (a, b), (w1, w2) = run.q.T, run.qd.T
+        kinetic = 0.5 * (m1 + m2) * l1**2 * w1**2 + 0.5 * m2 * l2**2 * w2**2 + m2 * l1 * l2 * w1 * w2 * np.cos(a - b)
+        energy = kinetic - (m1 + m2) * g * l1 * np.cos(a) - m2 * g * l2 * np.cos(b)
+        assert np.abs(energy - energy[0]).max() < 1e-8 * np.abs(energy).max()
+    # drawn states: seeded, inside the bounds, and different for another seed
+    again = lf.simulate("double_pendulum", DP, n_runs=3, q_bounds=(-1.5, 1.5), qd_bounds=(-2, 2),
+                        duration=0.1, dt=0.01, seed=3)
+    other = lf.simulate("double_pendulum", DP, n_runs=3, q_bounds=(-1.5, 1.5), qd_bounds=(-2, 2),
+                        duration=0.1, dt=0.01, seed=4)
+    assert np.array_equal(again.runs[1].q[0], runs.runs[1].q[0])
+    assert not np.array_equal(other.runs[1].q[0], runs.runs[1].q[0])
+    assert all(np.abs(r.q[0]).max() <= 1.5 and np.abs(r.qd[0]).max() <= 2 for r in runs.runs)
+
+
+def test_task_simulate_writes_the_trajectory_csv(lagfit):
+    result = lagfit("task=simulate", "system=harmonic", "task.initial_states=[[1.0,0.5],[0.2,-1.0]]",
+                    "task.duration=2", "task.dt=0.1", "report.figures=true")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(result.run_dir / "trajectory.csv")
+    assert list(table.columns) == ["t", "run", "q0", "qd0"]
+    assert len(table) == 2 * 21 and sorted(table.run.unique()) == [0, 1]
+    first = table[table.run == 1]
+    q, qd = harmonic_closed_form(0.2, -1.0, math.sqrt(2.0), first.t.to_numpy())
+    assert np.abs(first.q0.to_numpy() - q).max() < 1e-8 and np.abs(first.qd0.to_numpy() - qd).max() < 1e-8
+    m = metrics(result.run_dir)
+    assert m["task"] == "simulate" and m["n_runs"] == 2 and m["energy_relative_drift"] < 1e-8
+    assert (result.run_dir / "figures" / "fig_trajectories.png").is_file()
+    assert "simulate harmonic: 2 run(s)" in result.stderr
+
+    # positions only, with noise: the noise is there, of about the size asked for
+    noisy = lagfit("task=simulate", "system=harmonic", "task.n_runs=3", "task.duration=5", "task.dt=0.01",
+                   "task.velocities=false", "task.noise_q=0.01", "report.figures=false")
+    assert noisy.returncode == 0, noisy.stderr
+    table = pd.read_csv(noisy.run_dir / "trajectory.csv")
+    assert list(table.columns) == ["t", "run", "q0"]
+    init = metrics(noisy.run_dir)
+    errors = []
+    for r in range(3):
+        rows = table[table.run == r]
+        q, _ = harmonic_closed_form(init["initial_q"][r][0], init["initial_qd"][r][0], math.sqrt(2.0), rows.t.to_numpy())
+        errors.append(rows.q0.to_numpy() - q)
+    assert 0.008 < np.std(np.concatenate(errors)) < 0.012
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("task.duration=-1", "task.duration"),
+        ("task.dt=5", "task.dt"),
+        ("task.method=Euler", "task.method"),
+        ("task.initial_states=[[1.0,2.0,3.0]]", "task.initial_states"),
+        ("rollout.horizon=0", "rollout.horizon"),
+    ],
+)
+def test_bad_simulate_keys_are_one_line(lagfit, override, key):
+    result = lagfit("task=simulate", "system=harmonic", "task.duration=1", override)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and key in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (result.run_dir / "trajectory.csv").exists()
+
+
+def test_a_blow_up_is_one_line(lagfit):
+    """q̈ = q³ blows up in finite time (about 1.85 s from q = 1)."""
+    result = lagfit("task=simulate", "system=custom", "system.lagrangian='0.5*m*qd**2 + 0.25*q**4'",
+                    "system.params={m: 1.0}", "task.initial_states=[[1.0,0.0]]", "task.duration=3",
+                    "task.rtol=1e-6", "task.atol=1e-6")
+    assert result.returncode == 2
+    assert "integration stopped at t = 1.8" in result.stderr and "blew up" in result.stderr
+    assert "Traceback" not in result.stderr and not (result.run_dir / "trajectory.csv").exists()
+
+
+def test_a_singular_mass_matrix_is_named():
+    with pytest.raises(lf.IntegrationFailure, match="mass matrix .* turns singular"):
+        lf.simulate("0.5*m*(1 - q**2)*qd**2", {"m": 1.0}, [[0.0, 1.0]], duration=2, dt=0.1, rtol=1e-5, atol=1e-5)
+
+
+def _dataset(runs: lf.Trajectories, qdd_fn) -> lf.Dataset:
+    q = torch.from_numpy(np.concatenate([r.q for r in runs.runs]))
+    qd = torch.from_numpy(np.concatenate([r.qd for r in runs.runs]))
+    t = torch.from_numpy(np.concatenate([r.t for r in runs.runs]))
+    run = torch.from_numpy(np.concatenate([np.full(r.n_samples, i) for i, r in enumerate(runs.runs)]))
+    return lf.Dataset(q, qd, qdd_fn(q, qd), t=t, run=run)
+
+
+def test_rollout_on_exact_data_and_on_a_wrong_theta():
+    truth = {"m": 2.0, "k": 4.0}
+    runs = lf.simulate("harmonic", truth, n_runs=3, duration=4.0, dt=0.01, seed=1)
+    exact = lf.rollout(truth, runs, horizon=3.0, system="harmonic")
+    assert exact.rms < 1e-8 and exact.min_time_within == pytest.approx(3.0)
+    assert not any(r.left_tolerance for r in exact.runs)
+    wrong = lf.rollout({"m": 2.0, "k": 4.4}, runs, horizon=3.0, system="harmonic")  # ω off by 5 %
+    assert wrong.rms > 1e-3 and wrong.min_time_within < 1.0
+    assert all(r.left_tolerance for r in wrong.runs)
+    table = wrong.table()
+    assert list(table.columns) == ["t", "run", "q0_measured", "q0_predicted"] and len(table) == 3 * 301
+
+    # a fit on a Dataset with t and run (what data=trajectory gives), then its rollout
+    data = _dataset(runs, lambda q, qd: -2.0 * q)
+    report = lf.fit_dataset(lf.build_system({"name": "harmonic", "params": truth}), data,
+                            torch.tensor([2.0, 4.0]), lf.FitOptions(profiles=False, uncertainty="none"))
+    fitted = lf.rollout(report, data, horizon=2.0)
+    assert fitted.rms < 1e-8 and fitted.metrics()["all_within_horizon"]
+
+
+def test_the_fit_task_adds_the_rollout(tmp_path):
+    """The hook task=fit runs on trajectory data: table, metrics block, summary, figure."""
+    from lagfit_cli.app.tasks.simulate import fit_rollout
+    from lagfit_cli.io.report import Report
+
+    truth = {"m": 2.0, "k": 4.0}
+    runs = lf.simulate("harmonic", truth, n_runs=2, duration=3.0, dt=0.01, seed=2)
+    data = _dataset(runs, lambda q, qd: -2.0 * q)
+    system = lf.build_system({"name": "harmonic", "params": truth})
+    report = lf.fit_dataset(system, data, torch.tensor([2.0, 4.0]), lf.FitOptions(profiles=False, uncertainty="none"))
+    cfg = compose("system=harmonic", "rollout.horizon=2.5", "rollout.tolerance=0.02")
+    out = Report()
+    fit_rollout(cfg, SimpleNamespace(system=system, data=data), report, out)
+    block = out.metrics["rollout"]
+    assert block["horizon_s"] == 2.5 and block["tolerance_fraction"] == 0.02 and block["rms"] < 1e-8
+    assert block["min_time_within_s"] == pytest.approx(2.5) and block["n_runs"] == 2
+    assert len(out.tables["rollout"]) == 2 * 251 and "fig_rollout" in out.figures
+    assert out.summary[0].startswith("rollout over 2.5 s")
+    written = out.write(tmp_path)
+    assert (tmp_path / "rollout.csv").is_file() and any(p.name == "fig_rollout.png" for p in written)
+    # no time series (a grid or a CSV of states): no rollout
+    plain = Report()
+    fit_rollout(cfg, SimpleNamespace(system=system, data=lf.Dataset(data.q, data.qd, data.qdd)), report, plain)
+    assert "rollout" not in plain.metrics and not plain.tables
