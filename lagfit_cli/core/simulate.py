@@ -56,7 +56,7 @@ BLOWUP_FACTOR = 1e6
 
 #: the step size has collapsed when this many q̈ calls advance t by less than this
 #: fraction of the time span
-STALL_CALLS, STALL_FRACTION = 240, 1e-9
+STALL_CALLS, STALL_FRACTION = 120, 1e-8
 #: a mass matrix whose smallest singular value fell below this fraction of its value at
 #: the initial state, where the integration stopped, has turned singular there
 SINGULAR_FRACTION = 1e-3

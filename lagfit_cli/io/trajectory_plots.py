@@ -71,7 +71,11 @@ def rollout_figure(check: Rollout, title: str, runs: Sequence[int] | None = None
                     ax.set_title(f"run {run.name}: within tolerance {within}", fontsize=9)
                 if i == len(names) - 1:
                     ax.set_xlabel("time from the run's start (s)")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
+        shown_labels: dict = {}
+        for ax in axes.flat:  # every label once ("leaves tolerance" only where a run does)
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                shown_labels.setdefault(label, handle)
+        handles, labels = list(shown_labels.values()), list(shown_labels)
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
         shown = "" if len(check.runs) <= len(chosen) else f" (first {len(chosen)} of {len(check.runs)} runs)"
         fig.suptitle(f"{title}{shown}\nRMS error {check.rms:.3g} over {check.horizon:g} s")
