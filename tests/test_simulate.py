@@ -42,6 +42,21 @@ def test_harmonic_oscillator_matches_the_closed_form():
     assert np.abs(alone.runs[2].q - runs.runs[2].q).max() < 1e-8
 
 
+def test_applied_forces_match_the_closed_form(lagfit):
+    """m q̈ + k q = Q: a constant Q shifts the centre to Q/k; Q = 2 cos t with m = 2, k = 4
+    has the solution q = cos t from q = 1, q̇ = 0."""
+    runs = lf.simulate("harmonic", {"m": 2.0, "k": 4.0}, [[1.0, 0.0]], duration=3.0, dt=0.01, force=[2.0])
+    run = runs.runs[0]
+    assert np.abs(run.q[:, 0] - (0.5 + 0.5 * np.cos(math.sqrt(2.0) * run.t))).max() < 1e-8
+    assert np.all(run.Q == 2.0)
+    driven = lf.simulate("harmonic", {"m": 2.0, "k": 4.0}, [[1.0, 0.0]], duration=3.0, dt=0.01,
+                         force=lambda t: [2.0 * math.cos(t)]).runs[0]
+    assert np.abs(driven.q[:, 0] - np.cos(driven.t)).max() < 1e-7
+    assert np.abs(driven.Q[:, 0] - 2.0 * np.cos(driven.t)).max() < 1e-15
+    table = trajectory_table_of(runs)
+    assert list(table.columns) == ["t", "run", "q0", "qd0", "Q0"]
+
+
 def test_double_pendulum_matches_scipy_on_sympy_equations():
     """lagfit's own autodiff q̈ (custom expression, solver=autograd) and the built-in closed
     form, both integrated by lagfit, against DOP853 at rtol 1e-12 on sympy's q̈."""

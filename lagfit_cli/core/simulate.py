@@ -133,12 +133,20 @@ def _plain(system: System, force: Optional[ForceFn]) -> bool:
     )
 
 
-def autograd_qdd(system: System, q: torch.Tensor, qd: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def autograd_qdd(
+    system: System, q: torch.Tensor, qd: torch.Tensor, theta: torch.Tensor,
+    *, Q: Optional[torch.Tensor] = None, t: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Eq. 6 by plain reverse-mode autograd, (1, N, D) for θ (1, P): ∇L by one backward
     pass, then one double-backward pass per coordinate for row j of the Hessian ∂²L/∂q̇ⱼ∂q̇
     and of ∂²L/∂q̇ⱼ∂q. The same equation as the registered solvers (``broadcast`` et al.,
     built on ``torch.func``), at a fraction of their per-call overhead: the integrator
-    calls it thousands of times on a few hundred states, where overhead is everything."""
+    calls it thousands of times on a few hundred states, where overhead is everything.
+
+    ``Q`` (N, D) adds applied forces to the right side, and a system's Rayleigh function
+    ``system.dissipation(q, qd, θ)``, where there is one, subtracts ∂R/∂q̇ (``auto`` checks
+    both against the registered solver before it relies on them). ``t`` is not used: a
+    Lagrangian with explicit time goes to the registered solver."""
     from lagfit_cli.core.solvers import solve_mass_matrix
 
     dof = q.shape[-1]
@@ -161,30 +169,42 @@ def autograd_qdd(system: System, q: torch.Tensor, qd: torch.Tensor, theta: torch
                 rows_qd.append(torch.zeros_like(qd_) if d_qd is None else d_qd)
             hessian = torch.stack(rows_qd, dim=-2)  # (N, D, D): row j = ∂(∂L/∂q̇ⱼ)/∂q̇
             mixed = torch.stack([(row * qd).sum(-1) for row in rows_q], dim=-1)
-    return solve_mass_matrix(hessian.detach(), (grad_q - mixed).detach())[None]
+        rhs = (grad_q - mixed).detach()
+        dissipation = getattr(system, "dissipation", None)
+        if dissipation is not None:
+            (d_r,) = torch.autograd.grad(dissipation(q_, qd_, theta[0]).sum(), (qd_,), allow_unused=True)
+            if d_r is not None:
+                rhs = rhs - d_r.detach()
+    if Q is not None:
+        rhs = rhs + Q
+    return solve_mass_matrix(hessian.detach(), rhs)[None]
 
 
 #: the per-step evaluators besides the registered solvers (``solver="auto"`` picks one)
 EVALUATORS = {"autograd": autograd_qdd}
 
 
-def choose_solver(system: System, solver: Union[str, Solver], force: Optional[ForceFn]) -> Callable:
-    """``auto``: the system's closed form where it has one, else plain autograd, for a
-    conservative unforced system; a registered solver (``broadcast``, with t= and Q=)
-    for anything else. A name picks that evaluator or registered solver."""
+def choose_solver(system: System, solver: Union[str, Solver], force: Optional[ForceFn]) -> tuple[Callable, Optional[Callable]]:
+    """(evaluator, the registered solver to check it against at the first call, or None).
+
+    ``auto``: for a conservative unforced system, the system's closed form where it has
+    one, else plain autograd (exact by construction); with forces or dissipation, plain
+    autograd checked once against ``broadcast`` (which is used instead should they differ);
+    with explicit time, ``broadcast`` (t= and Q= passed). A name picks that evaluator or
+    registered solver."""
     if not isinstance(solver, str):
-        return solver
+        return solver, None
     if solver == "auto":
-        if not _plain(system, force):
-            return get_solver(DEFAULT_SOLVER)
-        return get_solver("closed_form") if system.closed_form is not None else autograd_qdd
+        if _plain(system, force):
+            return (get_solver("closed_form") if system.closed_form is not None else autograd_qdd), None
+        if getattr(system, "time_dependent", False):
+            return get_solver(DEFAULT_SOLVER), None
+        return autograd_qdd, get_solver(DEFAULT_SOLVER)
     if solver in EVALUATORS:
-        if not _plain(system, force):
-            raise ArgumentError(
-                "solver", f"{solver!r} handles conservative, unforced systems only; use auto or a registered solver"
-            )
-        return EVALUATORS[solver]
-    return get_solver(solver)
+        if getattr(system, "time_dependent", False):
+            raise ArgumentError("solver", f"{solver!r} cannot evaluate a Lagrangian with explicit time; use auto")
+        return EVALUATORS[solver], None
+    return get_solver(solver), None
 
 
 def make_rhs(
@@ -193,27 +213,39 @@ def make_rhs(
 ) -> tuple[Callable[[float, np.ndarray], np.ndarray], dict]:
     """f(t, y) for y = (q of every run, q̇ of every run) flattened (R·2D,), and a dict whose
     ``calls`` counts its evaluations and ``bad`` holds the runs whose q̈ was last not finite."""
-    fn = choose_solver(system, solver, force)
+    fn, reference = choose_solver(system, solver, force)
     dof = system.dof
     theta_t = torch.as_tensor(np.asarray(theta, dtype=np.float64)).reshape(1, -1)
     if theta_t.shape[1] != system.n_params:
         raise ArgumentError("params", f"system {system.name!r} has {system.n_params} parameters, got {theta_t.shape[1]}")
-    pass_t = _accepts(fn, "t")
     if force is not None and not _accepts(fn, "Q"):
         raise ArgumentError(
-            "force", "applied forces are not supported yet by this lagfit build's solvers "
-            "(they arrive with system dissipation and forces, issue 13 item 3)"
+            "force", f"solver {solver!r} does not take applied forces (not yet in this build); use solver=auto"
         )
-    state = {"calls": 0, "bad": [], "limit": math.inf, "recent": [], "span": math.inf}
+    if reference is not None and force is not None and not _accepts(reference, "Q"):
+        reference = None  # no solver here takes Q yet: H q̈ = ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ + Q stands alone
+    takes_t = {id(e): _accepts(e, "t") for e in (fn, reference) if e is not None}
+    state = {"calls": 0, "bad": [], "limit": math.inf, "recent": [], "span": math.inf, "evaluator": fn}
 
-    def qdd(t: float, q: torch.Tensor, qd: torch.Tensor) -> torch.Tensor:
+    def call(evaluator: Callable, t: float, q: torch.Tensor, qd: torch.Tensor) -> torch.Tensor:
         kwargs = {}
-        if pass_t:
+        if takes_t[id(evaluator)]:
             kwargs["t"] = torch.full((q.shape[0],), float(t), dtype=torch.float64)
         if force is not None:
-            kwargs["Q"] = torch.as_tensor(np.asarray(force(t), dtype=np.float64)).reshape(-1, dof)[: q.shape[0]]
+            kwargs["Q"] = torch.from_numpy(np.array(force(t), dtype=np.float64)).reshape(-1, dof)[: q.shape[0]]
         with torch.no_grad():
-            return fn(system, q, qd, theta_t, **kwargs)[0]
+            return evaluator(system, q, qd, theta_t, **kwargs)[0]
+
+    def qdd(t: float, q: torch.Tensor, qd: torch.Tensor) -> torch.Tensor:
+        nonlocal reference
+        acc = call(state["evaluator"], t, q, qd)
+        if reference is not None:  # once: the fast evaluator must agree with the solver
+            expected = call(reference, t, q, qd)
+            scale = float(expected.abs().max()) if expected.numel() else 0.0
+            if not torch.allclose(acc, expected, rtol=1e-9, atol=1e-12 * max(scale, 1.0), equal_nan=True):
+                state["evaluator"], acc = reference, expected
+            reference = None
+        return acc
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         state["calls"] += 1

@@ -29,7 +29,7 @@ from lagfit_cli.io.trajectory_tables import trajectory_table
 
 
 def _force(spec, n_runs: int, dof: int):
-    """task.force: null, or one number per coordinate (expressions in t: not yet)."""
+    """task.force: null, or one constant per coordinate (expressions in t: not yet)."""
     if spec is None:
         return None
     values = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
