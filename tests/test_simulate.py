@@ -210,6 +210,13 @@ def test_rollout_on_exact_data_and_on_a_wrong_theta():
     table = wrong.table()
     assert list(table.columns) == ["t", "run", "q0_measured", "q0_predicted"] and len(table) == 3 * 301
 
+    # measured forces are interpolated from the runs: a driven run rolls out exactly too
+    driven = lf.simulate("harmonic", truth, [[1.0, 0.0], [0.2, 0.3]], duration=1.5, dt=0.01,
+                         force=lambda t: [2.0 * math.cos(t)])
+    assert lf.rollout(truth, driven, horizon=1.5, system="harmonic").rms < 1e-6
+    unforced = lf.Trajectories(tuple(lf.Run(r.t, r.q, r.qd, name=r.name) for r in driven.runs), ("q0",))
+    assert lf.rollout(truth, unforced, horizon=1.5, system="harmonic").min_time_within < 1.0
+
     # a fit on a Dataset with t and run (what data=trajectory gives), then its rollout
     data = _dataset(runs, lambda q, qd: -2.0 * q)
     report = lf.fit_dataset(lf.build_system({"name": "harmonic", "params": truth}), data,

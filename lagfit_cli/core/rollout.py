@@ -3,7 +3,7 @@ compare with the measurement over a horizon.
 
 For every run, the fitted L (best θ) is integrated (``core.simulate``) from the run's first
 sample (q, q̇) over ``horizon`` seconds (capped at the run's length), sampled at the run's
-own times, with the run's measured forces Q(t) interpolated linearly. Reported:
+own times, with the run's measured forces Q(t) interpolated (PCHIP: no overshoot at steps). Reported:
 
 - ``rms``: the RMS of predicted − measured q over every sample within the horizon, every
   run and coordinate (in the coordinates' units), and per coordinate;

@@ -456,20 +456,27 @@ def constant_force(values: Sequence[float], n_runs: int, dof: int) -> ForceFn:
 
 
 def sampled_force(runs: Sequence[Run], t_offsets: Optional[Sequence[float]] = None) -> Optional[ForceFn]:
-    """Q(t) interpolated linearly from each run's measured forces (zero where a run has none);
-    the runs' own times (t from each run's first sample when the ODE starts at 0)."""
+    """Q(t) interpolated from each run's measured forces (zero where a run has none), by
+    scipy's PCHIP: third order on smooth forces, and no overshoot at a step or a
+    saturated command (a cubic spline would ring there). ``t`` counts from each run's
+    ``t_offsets`` (its first sample when the ODE starts at 0); held constant past the ends."""
     if not any(run.Q is not None for run in runs):
         return None
+    from scipy.interpolate import PchipInterpolator
+
     dof = runs[0].dof
+    offsets = [0.0] * len(runs) if t_offsets is None else list(t_offsets)
+    curves = [
+        None if run.Q is None else (PchipInterpolator(run.t, run.Q, axis=0, extrapolate=False), run.t[0], run.t[-1])
+        for run in runs
+    ]
 
     def force(t: float) -> np.ndarray:
         out = np.zeros((len(runs), dof))
-        for r, run in enumerate(runs):
-            if run.Q is None:
-                continue
-            at = t + (t_offsets[r] if t_offsets is not None else 0.0)
-            for i in range(dof):
-                out[r, i] = np.interp(at, run.t, run.Q[:, i])
+        for r, curve in enumerate(curves):
+            if curve is not None:
+                interpolate, low, high = curve
+                out[r] = interpolate(min(max(t + offsets[r], low), high))
         return out
 
     return force
