@@ -245,6 +245,12 @@ def test_the_fit_task_adds_the_rollout(tmp_path):
     assert out.summary[0].startswith("rollout over 2.5 s")
     written = out.write(tmp_path)
     assert (tmp_path / "rollout.csv").is_file() and any(p.name == "fig_rollout.png" for p in written)
+    # no q̇ for the first states: the check is skipped, loudly
+    from dataclasses import replace
+
+    skipped = Report()
+    fit_rollout(cfg, SimpleNamespace(system=system, data=replace(data, qd=None)), report, skipped)
+    assert "needs q̇" in skipped.metrics["rollout"]["skipped"] and skipped.summary[0].startswith("WARNING")
     # no time series (a grid or a CSV of states): no rollout
     plain = Report()
     fit_rollout(cfg, SimpleNamespace(system=system, data=lf.Dataset(data.q, data.qd, data.qdd)), report, plain)

@@ -132,14 +132,15 @@ def trajectories_from_dataset(data, names: Optional[Sequence[str]] = None) -> Tr
         raise ArgumentError("data", "the rollout needs time series: a Dataset with t (data=trajectory)")
     t = data.t.detach().cpu().double().numpy()
     q = data.q.detach().cpu().double().numpy()
-    qd = data.qd.detach().cpu().double().numpy()
+    qd = None if getattr(data, "qd", None) is None else data.qd.detach().cpu().double().numpy()
     forces = None if data.Q is None else data.Q.detach().cpu().double().numpy()
     ids = np.zeros(len(t), dtype=np.int64) if data.run is None else data.run.detach().cpu().numpy()
     runs = []
     for run_id in np.unique(ids):
         rows = np.flatnonzero(ids == run_id)
         rows = rows[np.argsort(t[rows], kind="stable")]
-        runs.append(Run(t[rows], q[rows], qd[rows], None if forces is None else forces[rows], name=str(int(run_id))))
+        runs.append(Run(t[rows], q[rows], None if qd is None else qd[rows], None if forces is None else forces[rows],
+                        name=str(int(run_id))))
     dof = q.shape[1]
     return Trajectories(tuple(runs), tuple(names) if names else tuple(f"q{i}" for i in range(dof)))
 

@@ -23,7 +23,8 @@ from lagfit_cli.core.simulate import (
     to_trajectories,
 )
 from lagfit_cli.core.systems import build_system
-from lagfit_cli.errors import ArgumentError
+from lagfit_cli.app.config import config_message
+from lagfit_cli.errors import ArgumentError, LagfitError
 from lagfit_cli.io.report import Report
 from lagfit_cli.io.trajectory_tables import trajectory_table
 
@@ -118,11 +119,17 @@ def fit_rollout(cfg: DictConfig, problem, fitted, report: Report) -> None:
     columns = OmegaConf.to_container(cfg.data.columns, resolve=True) if cfg.data.get("columns") else {}
     names = [str((columns or {}).get(f"q{i}", f"q{i}")) for i in range(problem.system.dof)]
     theta = fitted.result.theta[fitted.best].detach().cpu().double().numpy()
-    check = compute_rollout(
-        problem.system, theta, trajectories_from_dataset(data, names), float(cfg.rollout.horizon),
-        float(cfg.rollout.tolerance), method=cfg.rollout.method, rtol=float(cfg.rollout.rtol),
-        atol=float(cfg.rollout.atol),
-    )
+    try:
+        check = compute_rollout(
+            problem.system, theta, trajectories_from_dataset(data, names), float(cfg.rollout.horizon),
+            float(cfg.rollout.tolerance), method=cfg.rollout.method, rtol=float(cfg.rollout.rtol),
+            atol=float(cfg.rollout.atol),
+        )
+    except LagfitError as err:  # e.g. no q̇ for the first states: the fit stands, the check is skipped
+        reason = config_message(err)
+        report.metrics["rollout"] = {"skipped": reason}
+        report.summary.append(f"WARNING: rollout check skipped: {reason}")
+        return
     report.tables["rollout"] = check.table()
     report.metrics["rollout"] = check.metrics()
     report.summary.extend(check.summary())
