@@ -176,10 +176,9 @@ def test_more_bad_keys_name_their_key(overrides, message):
 
 
 def test_a_blow_up_is_one_line(lagfit):
-    """q̈ = q³ blows up in finite time (about 1.85 s from q = 1)."""
-    result = lagfit("task=simulate", "system=custom", "system.lagrangian='0.5*m*qd**2 + 0.25*q**4'",
-                    "system.params={m: 1.0}", "task.initial_states=[[1.0,0.0]]", "task.duration=3",
-                    "task.rtol=1e-6", "task.atol=1e-6")
+    """q̈ = q³ (Duffing with k = 0, β = −1) blows up in finite time (about 1.85 s from q = 1)."""
+    result = lagfit("task=simulate", "system=duffing", "system.params={m: 1.0, k: 0.0, beta: -1.0}",
+                    "task.initial_states=[[1.0,0.0]]", "task.duration=3", "task.rtol=1e-6", "task.atol=1e-6")
     assert result.returncode == 2
     assert "integration stopped at t = 1.8" in result.stderr and "blew up" in result.stderr
     assert "Traceback" not in result.stderr and not (result.run_dir / "trajectory.csv").exists()
@@ -255,3 +254,19 @@ def test_the_fit_task_adds_the_rollout(tmp_path):
     plain = Report()
     fit_rollout(cfg, SimpleNamespace(system=system, data=lf.Dataset(data.q, data.qd, data.qdd)), report, plain)
     assert "rollout" not in plain.metrics and not plain.tables
+
+
+def test_a_rollout_that_blows_up_is_a_warning():
+    """Duffing with β = −4: q̈ = −q + 4q³ escapes from |q| > 0.5 (blows up in finite time)
+    but oscillates below."""
+    t = np.arange(0, 31) * 0.05  # measured: the harmonic motion q0 cos t (b = 0)
+    runs = lf.Trajectories(tuple(lf.Run(t, a * np.cos(t)[:, None], -a * np.sin(t)[:, None], name=str(r))
+                                 for r, a in enumerate((0.1, 1.0))), ("q0",))
+    check = lf.rollout({"m": 1.0, "k": 1.0, "beta": -4.0}, runs, horizon=1.5, system="duffing", rtol=1e-6, atol=1e-6)
+    small, large = check.runs
+    assert small.failed_at is None and np.isfinite(small.predicted).all()
+    assert large.failed_at is not None and large.failed_at < 1.5 and large.time_within <= large.failed_at
+    assert np.isnan(large.predicted[-1]).all() and not np.isnan(large.predicted[0]).any()
+    assert any("run 1: integration stopped" in w for w in check.warnings)
+    assert check.metrics()["runs"]["1"]["integration_failed_at_s"] == large.failed_at
+    assert any(line.startswith("WARNING: rollout: run 1") for line in check.summary())
