@@ -6,8 +6,9 @@ is scipy's ``solve_ivp`` (DOP853 by default: 8th order, adaptive, with a 7th-ord
 output for the sample times). ``solver="auto"`` evaluates q̈ with the system's closed form
 where it has one, else by plain autograd (:func:`autograd_qdd`, the same equation as the
 registered solvers: the ``torch.func`` solvers cost ~10× more per call, and an integration
-is thousands of calls on few states), and with the registered ``broadcast`` solver (t=, Q=
-passed) where q̈ needs time, forces or dissipation.
+is thousands of calls on few states); with forces or dissipation by plain autograd checked
+once against the registered ``broadcast`` solver; with explicit time by ``broadcast``
+(t= and Q= passed). See :func:`choose_solver`.
 
 Why scipy and not torchdiffeq: scipy is already a dependency and its explicit Runge–Kutta
 methods are mature (error control, dense output, clear failure statuses); nothing here
