@@ -270,3 +270,28 @@ def test_a_rollout_that_blows_up_is_a_warning():
     assert any("run 1: integration stopped" in w for w in check.warnings)
     assert check.metrics()["runs"]["1"]["integration_failed_at_s"] == large.failed_at
     assert any(line.startswith("WARNING: rollout: run 1") for line in check.summary())
+
+
+def test_auto_checks_its_fast_evaluator_against_the_solver(monkeypatch):
+    """With dissipation (R = ½ c q̇²) and a force, ``auto`` uses plain autograd only where it
+    agrees with the registered solver (here a stand-in that takes Q, as the solvers will)."""
+    import dataclasses
+
+    from lagfit_cli.core import simulate as sim
+    from lagfit_cli.core.systems import HARMONIC
+
+    c, m, k = 0.4, 2.0, 4.0
+
+    def solver(system, q, qd, theta, *, t=None, Q=None):  # m q̈ = −k q − c q̇ + Q
+        return ((-theta[:, 1:2] * q[..., 0] - c * qd[..., 0] + Q[..., 0]) / theta[:, 0:1])[..., None]
+
+    real = sim.get_solver
+    monkeypatch.setattr(sim, "get_solver", lambda name: solver if name == "broadcast" else real(name))
+    expected = (-k * 0.3 - c * -0.2 + 1.0) / m
+    for dissipation, used in ((lambda q, qd, th: 0.5 * c * qd[..., 0] ** 2, "autograd_qdd"), ("R", "solver")):
+        system = dataclasses.replace(HARMONIC)
+        object.__setattr__(system, "dissipation", dissipation)
+        rhs, state = sim.make_rhs(system, np.array([m, k]), 1, "auto", sim.constant_force([1.0], 1, 1))
+        for _ in range(2):
+            assert rhs(0.0, np.array([0.3, -0.2]))[1] == pytest.approx(expected, rel=1e-12)
+        assert state["evaluator"].__name__ == used
