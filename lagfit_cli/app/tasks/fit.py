@@ -206,6 +206,9 @@ def fit_task(cfg: DictConfig) -> Report:
     if cfg.report.figures:
         report.figures.update(fit_figures(cfg, problem, fitted, pair))
     report.summary.extend(fitted.summary())
+    from lagfit_cli.app.tasks.simulate import fit_rollout
+
+    fit_rollout(cfg, problem, fitted, report)  # trajectory data only (rollout.*)
     if not fitted.fit_ok and cfg.check.require_converged:
         report.failed_check = "check failed: the fit cannot be trusted: " + "; ".join(
             w for w in fitted.warnings if "did not converge" in w or "disagree" in w
