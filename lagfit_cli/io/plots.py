@@ -196,7 +196,7 @@ def landscape_figure(
 ) -> Figure:
     """Seed Fig. 2: the loss over two parameters, the valley and the truth marked."""
     with style():
-        fig, ax = plt.subplots(figsize=figsize(1, aspect=1.0))
+        fig, ax = plt.subplots(figsize=figsize(1, aspect=1.15 if note else 1.05))
         known = truth_xy is not None and all(np.isfinite(truth_xy))
         handles = landscape_axes(ax, landscape, fig, singular=singular, valley=known)
         if known:
@@ -236,7 +236,7 @@ def paths_figure(
     the landscape is a 2-D slice of a larger parameter space)."""
     status = _status_of(paths, statuses, diverged)
     with style():
-        fig, ax = plt.subplots(figsize=figsize(1, aspect=1.0))
+        fig, ax = plt.subplots(figsize=figsize(1, aspect=1.3 if note else 1.2))
         handles = landscape_axes(ax, landscape, fig, singular=singular, valley=valley)
         moved = [len(p) > 1 and np.ptp(p[:, :2], axis=0).max() > 0 for p in paths]
         colors = [STATUS_COLORS.get(s, BLACK) for s in status]
@@ -264,8 +264,11 @@ def paths_figure(
                 handles.append(Line2D([], [], color=STATUS_COLORS[name], marker="o", mec="black", ms=4.5, lw=1,
                                       label=f"end: {STATUS_LABELS[name]} ({n})"))
         if still.any():
+            frozen = [st for st, s_ in zip(status, still) if s_]
+            why = ("already at a minimum" if all(st == "converged" for st in frozen)
+                   else "stopped at its first step")
             handles.append(Line2D([], [], ls="none", marker="s", mfc="none", mec="black", ms=4.5,
-                                  label=f"start that never moved ({int(still.sum())}): stopped at once"))
+                                  label=f"start that never moved ({len(frozen)}): {why}"))
         ax.set_title(wrap(title + (f"\n{note}" if note else ""), fig, 0.75))
         outside_legend(fig, handles, ncols=1)
     return fig

@@ -107,6 +107,9 @@ def figsize(columns: int = 1, aspect: float = 0.75, height: Optional[float] = No
     return (width, height * one if height is not None else aspect * width)
 
 
+NBSP = "\u00a0"
+
+
 def wrap(text: str, fig: Figure, fraction: float = 1.0) -> str:
     """``text`` broken into lines that fit ``fraction`` of the figure's width."""
     import textwrap
@@ -114,7 +117,12 @@ def wrap(text: str, fig: Figure, fraction: float = 1.0) -> str:
     size = plt.rcParams["figure.titlesize"]
     size = size if isinstance(size, (int, float)) else FONT[current()] + 1
     chars = max(20, int(fraction * fig.get_figwidth() * 72 / (0.55 * size)))
-    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+    # never break inside $math$ or around "=" (σ = 0 stays on one line)
+    parts = text.split("$")
+    kept = "$".join(p.replace(" ", NBSP) if i % 2 else p.replace(" = ", f"{NBSP}={NBSP}")
+                    for i, p in enumerate(parts))
+    lines = "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in kept.split("\n"))
+    return lines.replace(NBSP, " ")
 
 
 # --------------------------------------------------------------------------- saving

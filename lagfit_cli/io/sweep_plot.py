@@ -203,6 +203,8 @@ def _scale(ax, axis: str, values: list, decades: int = 2) -> None:
         setter("symlog", linthresh=threshold, linscale=0.5)
     else:
         setter(scale)
+    if axis == "y" and scale == "symlog" and values and min(values) >= 0:
+        ax.set_ylim(bottom=0)  # errors and losses are ≥ 0: no −threshold tick beside +threshold
     if axis == "x" and scale != "linear":  # symlog's automatic limits reach below 0
         low = -0.3 * threshold if scale == "symlog" else min(values) / 1.5
         ax.set_xlim(low, max(values) * 1.5)

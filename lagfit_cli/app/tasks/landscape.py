@@ -75,16 +75,17 @@ def singular_cells(problem: Problem, data: Dataset, reference, ix: int, iy: int,
     """(ny, nx) bool: the grid cells whose parameters make the mass matrix ∂²L/∂q̇∂q̇ᵀ
     singular somewhere in the data (its determinant changes sign between data points or
     vanishes at one): q̈ and the loss there are meaningless and are masked in the figures.
-    Computed for systems linear in θ, where H(θ) = H₀ + Σⱼ θⱼ Hⱼ is one product per cell;
-    None for other systems (nothing is masked)."""
-    from lagfit_cli.core.solvers.linear import cached_basis
+    Computed for systems linear in θ or in coefficients c(θ), where H = H₀ + Σₖ cₖ Hₖ is one
+    product per cell; None for other systems (nothing is masked)."""
+    from lagfit_cli.core.solvers.jacobian import BasisModel, make_residual_model
 
     try:
-        basis = cached_basis(problem.system, data.q, data.qd, "false", False)
+        model = make_residual_model(problem.system, data.q, data.qd, data.qdd, compile="false")
     except LagfitError:
         return None
-    if basis is None:
+    if not isinstance(model, BasisModel):
         return None
+    basis = model.basis
     follow = followers(problem.system, ix, iy)
     theta = parameter_grid(reference, ix, iy, follow, landscape.x, landscape.y)
     n_points, dof = basis.shape
@@ -92,7 +93,8 @@ def singular_cells(problem: Problem, data: Dataset, reference, ix: int, iy: int,
     cells = []
     with torch.no_grad():
         for part in theta.split(chunk):
-            det = torch.linalg.det(basis._terms(part.to(basis.hessian.dtype))[0])  # noqa: SLF001 (g, N)
+            c = model._coefficients(part.to(basis.hessian.dtype))  # noqa: SLF001 θ, or c(θ)
+            det = torch.linalg.det(basis._terms(c)[0])  # noqa: SLF001 (g, N)
             scale = det.abs().amax(dim=1)
             cells.append(((det.amin(dim=1) <= 0) & (det.amax(dim=1) >= 0)) | (det.abs().amin(dim=1) <= 1e-12 * scale))
     mask = torch.cat(cells).reshape(len(landscape.y), len(landscape.x)).cpu().numpy()
