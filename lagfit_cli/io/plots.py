@@ -74,7 +74,12 @@ def outside_legend(fig: Figure, handles: Sequence, ncols: Optional[int] = None, 
     handles = [h for h in handles if h.get_label() and not h.get_label().startswith("_")]
     if not handles:
         return
-    ncols = ncols or min(len(handles), 2 if fig.get_figwidth() < 5 else 4)
+    if ncols is None:  # as many columns as fit the width (label widths estimated from their length)
+        size = plt.rcParams["legend.fontsize"]
+        size = size if isinstance(size, (int, float)) else 8.0
+        longest = max(len(re.sub(r"\$|\\[a-z]+|[{}_^]", "", h.get_label())) for h in handles)
+        per_column = (0.52 * longest + 3.5) * size  # points: text plus the handle and spacing
+        ncols = max(1, min(len(handles), 4, int(0.95 * fig.get_figwidth() * 72 // per_column)))
     fig.legend(handles=handles, loc=f"outside {where} center", ncols=ncols, frameon=False)
 
 

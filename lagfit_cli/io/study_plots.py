@@ -100,24 +100,27 @@ def _grid_minimum(landscape: Landscape, singular: Optional[np.ndarray]) -> tuple
 def noise_landscapes_figure(
     clean: Landscape, noisy: Landscape, sigma: float, title: str,
     truth_xy: Optional[Sequence[float]] = None, singular: Optional[np.ndarray] = None,
+    singular_noisy: Optional[np.ndarray] = None,
 ) -> Figure:
     """Seed Fig. 6: loss density without (left) and with noise σ (right), each on its own
     colour scale (on a shared one the noisy panel is one uniform colour: the noise lifts
-    its floor by orders of magnitude), the noisy grid minimum marked (the bias)."""
+    its floor by orders of magnitude), the noisy grid minimum marked (the bias).
+    ``singular``/``singular_noisy``: the cells whose mass matrix is singular in the clean /
+    the noisy data (masked)."""
     with style():
         fig, axes = plt.subplots(1, 2, figsize=figsize(2, aspect=0.42))
         handles: list = []
-        for ax, landscape, name, noisy_panel in (
-            (axes[0], clean, "without noise", False),
-            (axes[1], noisy, f"with noise, $\\sigma$ = {sigma:g} (own colour scale)", True),
+        for ax, landscape, name, noisy_panel, mask in (
+            (axes[0], clean, "without noise", False, singular),
+            (axes[1], noisy, f"with noise, $\\sigma$ = {sigma:g} (own colour scale)", True, singular_noisy),
         ):
-            drawn = landscape_axes(ax, landscape, fig, label=LOSS_LABEL, singular=singular)
+            drawn = landscape_axes(ax, landscape, fig, label=LOSS_LABEL, singular=mask)
             handles += [h for h in drawn if h.get_label() not in {g.get_label() for g in handles}]
             ax.set_title(name)
             if truth_xy is not None and all(np.isfinite(truth_xy)):
                 (star,) = ax.plot(*truth_xy, "*", color="gold", mec="black", ms=9, label="true parameters", zorder=5)
             if noisy_panel:
-                (low,) = ax.plot(*_grid_minimum(landscape, singular), "X", color=GREEN, mec="black", ms=7,
+                (low,) = ax.plot(*_grid_minimum(landscape, mask), "X", color=GREEN, mec="black", ms=7,
                                  zorder=6, label="noisy grid minimum")
         if truth_xy is not None and all(np.isfinite(truth_xy)):
             handles.insert(0, star)

@@ -6,8 +6,8 @@
 - ``constrained`` layout on every figure, so no label, colour bar or title is clipped;
 - colour-blind-safe colours: the Okabe–Ito palette for lines, viridis/cividis for maps;
 - :data:`STATUS_COLORS` / :data:`STATUS_LABELS`: one colour and one name per fit status;
-- :func:`save`: the one way a figure is written; it runs :data:`SAVE_HOOKS` first (the
-  tests register a check that no text falls outside the figure there).
+- :func:`save`: the one way a figure is written; it runs :data:`SAVE_HOOKS` on the saved
+  figure (the tests register a check there that no text falls outside the figure).
 
 matplotlib is imported here but never told which backend to use (``matplotlib.use``):
 that is the command's business (it sets ``MPLBACKEND=Agg``), not the library's.
@@ -127,7 +127,8 @@ def wrap(text: str, fig: Figure, fraction: float = 1.0) -> str:
 
 # --------------------------------------------------------------------------- saving
 
-#: called as hook(figure, path) before each figure is written (tests register a check)
+#: called as hook(figure, path) right after each figure is written, while it is still open
+#: and laid out as saved (the tests register :func:`text_outside` here)
 SAVE_HOOKS: list[Callable[[Figure, Path], None]] = []
 
 
@@ -136,16 +137,19 @@ def save(fig: Figure, path: Path, dpi: int = 150, figure_format: Optional[str] =
     results), then close it. Every figure lagfit writes goes through here."""
     path = Path(path)
     figure_format = figure_format or path.suffix.lstrip(".") or "png"
-    for hook in SAVE_HOOKS:
-        hook(fig, path)
     metadata = {"Software": None} if figure_format == "png" else {"Creator": None}
     if figure_format == "svg":
         metadata["Date"] = None
     if figure_format == "pdf":
         metadata["CreationDate"] = None
-    with plt.rc_context({"svg.hashsalt": "lagfit"}):
-        fig.savefig(path, dpi=dpi, metadata=metadata, format=figure_format)
-    plt.close(fig)
+    try:
+        fig.set_dpi(dpi)  # lay out at the dpi it is saved at, so the layout checked is the one saved
+        with plt.rc_context({"svg.hashsalt": "lagfit"}):
+            fig.savefig(path, dpi=dpi, metadata=metadata, format=figure_format)
+        for hook in SAVE_HOOKS:
+            hook(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def _drawn_texts(fig: Figure, renderer) -> list[Text]:
@@ -174,14 +178,18 @@ def _drawn_texts(fig: Figure, renderer) -> list[Text]:
     return [t for t in texts if t.get_visible() and t.get_text().strip() and t.get_figure() is not None]
 
 
-def text_outside(fig: Figure, tolerance: float = 1.0) -> list[str]:
-    """The texts (with their extents in pixels) that reach outside the figure, as drawn
-    by the Agg canvas; empty when every label, title and legend is inside."""
+def text_outside(fig: Figure, tolerance: float = 1.0, draw: bool = True) -> list[str]:
+    """The texts (with their extents in pixels) that reach outside the figure, as laid out
+    by the Agg canvas; empty when every label, title and legend is inside. ``draw=False``
+    checks the layout of the last draw without drawing again: right after a PNG ``savefig``
+    at the figure's own dpi (as :func:`save` does), not after a vector format's (laid out
+    at 72 dpi)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    fig.canvas.draw()
+    if draw:
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
     problems = []
@@ -194,18 +202,6 @@ def text_outside(fig: Figure, tolerance: float = 1.0) -> list[str]:
                 f"outside the figure's 0..{box.x1:.0f} × 0..{box.y1:.0f} px"
             )
     return problems
-
-
-def overlapping_texts(fig: Figure) -> list[str]:
-    """Pairs of figure-level texts (suptitle, figure legends) drawn over each other."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    items = [t for t in fig.texts if t.get_visible() and t.get_text().strip()]
-    boxes = [t.get_window_extent(renderer) for t in items]
-    return [
-        f"{items[i].get_text()!r} overlaps {items[j].get_text()!r}"
-        for i in range(len(items)) for j in range(i + 1, len(items)) if boxes[i].overlaps(boxes[j])
-    ]
 
 
 __all__ = [

@@ -149,6 +149,7 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
             clean_land, noisy_land, show, f"Loss landscape without and with noise ({where})",
             truth_xy=(float(problem.truth[ix]), float(problem.truth[iy])),
             singular=singular_cells(problem, problem.clean, problem.truth, ix, iy, clean_land),
+            singular_noisy=singular_cells(problem, copies[0], problem.truth, ix, iy, noisy_land),
         )
         report.figures["noise_valley"] = study_plots.valley_figure(
             sigmas, rms_table["valley_width"].to_numpy(), rms_table["valley_decades"].to_numpy(),
