@@ -195,7 +195,8 @@ class FitReport:
         m = self.metrics
         counts = ", ".join(f"{m['n_' + s]} {STATUS_WORDS.get(s, s)}" for s in STATUSES if m["n_" + s])
         lines = [
-            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} starts: "
+            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} "
+            f"start{'s' if m['n_starts'] != 1 else ''}: "
             f"{counts}; best loss {m['best_loss']:.3e} in {m['fit_s']:.2f} s"
         ]
         if m.get("lr_mode") == "auto":

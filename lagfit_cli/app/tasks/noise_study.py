@@ -178,7 +178,7 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     report.summary.append(
         "  valley on the slice, " + " → ".join(name for name, _, _ in picks) + ": "
         f"log10(max/min) {' → '.join(_decades(shape) for _, shape, _ in picks)}, "
-        f"width {' → '.join('no valley' if edge else f'{shape.width:.2g}' for _, shape, edge in picks)}, "
+        f"width {' → '.join(_width(shape, edge) for _, shape, edge in picks)}, "
         f"floor {clean_shape.floor:.3g} → {largest.floor:.3g}, minimum at s = {largest.s_min:.3g}"
         + (" (the end of the slice)" if at_edge[-1] else "")
     )
@@ -199,6 +199,16 @@ def threshold_crossing(sigmas: np.ndarray, rms_mean: np.ndarray, level: float) -
         return float(s0 + (level - r0) / (r1 - r0) * (s1 - s0))
     frac = (np.log(level) - np.log(r0)) / (np.log(r1) - np.log(r0))
     return float(np.exp(np.log(s0) + frac * (np.log(s1) - np.log(s0))))
+
+
+def _width(shape, at_edge: bool) -> str:
+    """A valley's width: 'no valley' where the minimum is at the slice's end, '0 (a line)'
+    where the minimum is exactly 0 (nothing lies below √(min·max) = 0 but the line)."""
+    if at_edge:
+        return "no valley"
+    if shape.floor == 0:
+        return "0 (a line: minimum exactly 0)"
+    return f"{shape.width:.2g}"
 
 
 def _decades(shape) -> str:
