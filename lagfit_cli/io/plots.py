@@ -15,6 +15,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.landscape import Landscape
@@ -315,6 +316,8 @@ def convergence_figure(
             ax.set_xlabel("iteration")
             ax.set_ylabel(ratio_labels[r])
             ax.set_title(ratio_labels[r] + each)
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for name in STATUS_COLORS:
             n = status.count(name)
             if n:

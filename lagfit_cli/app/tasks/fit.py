@@ -91,7 +91,8 @@ def fit_figures(
     system, data, result, ratios_ = problem.system, problem.data, fitted.result, fitted.ratios
     truth_known = bool(torch.isfinite(fitted.truth).all())
     method = "Levenberg–Marquardt" if result.method == "lm" else "Gradient-descent"
-    label = f"{system.name}, σ = {cfg.noise.sigma:g}"
+    label = f"{system.name}, σ = {cfg.noise.sigma:g}" if cfg.data.name != "csv" or cfg.noise.sigma else (
+        f"{system.name}, measured data")
     best_theta = result.theta[result.best]
     source = (
         f"data from {cfg.data.path}" if cfg.data.name == "csv"
