@@ -108,3 +108,19 @@ def test_sweep_summary_fits_its_canvas(tmp_path, checked):
                      "uncertainty=none", "noise.sigma=0,0.1", "hydra.sweep.dir=sw"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_inside(checked, {"summary.png"})
+
+
+def test_benchmark_figure_fits_its_canvas():
+    """Fig. 7 (the solver benchmark) drawn from a benchmark table, legend outside the data."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lagfit_cli.app.tasks.benchmark import fig7
+
+    rows = [{"method": m, "n_points": n, "median_s": t * n, "min_s": 0.9 * t * n, "max_s": 1.2 * t * n}
+            for m, t in (("loop", 1e-4), ("fast+compile", 1e-7), ("closed_form", 1e-8)) for n in (10, 1000)]
+    fig = fig7(pd.DataFrame(rows), "q̈ solvers on harmonic (float64, cpu, 1 thread(s))")
+    try:
+        assert style.text_outside(fig) == []
+    finally:
+        plt.close(fig)

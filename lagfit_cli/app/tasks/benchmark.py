@@ -53,7 +53,7 @@ def fig7(table: pd.DataFrame, title: str):
         ax.set_ylabel("time per $\\ddot q$ evaluation (s)\nmedian; bars: min–max")
         ax.set_title(wrap(title, fig, 0.7))
         ax.grid(True, which="major", alpha=0.3)
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", title="method")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method")  # outside the data
     return fig
 
 
