@@ -67,15 +67,14 @@ def test_the_text_check_catches_a_clipped_label():
 #: the seed report on the anharmonic oscillator's m × α plane: a 3-parameter system (the
 #: landscapes are 2-D slices) whose mass term m − 2αq² vanishes inside the data (masked)
 SEED = ("experiment=seed_report", "system=anharmonic", "task.x=m", "task.y=alpha", "data.n=8", "init.n_starts=3", "optim.iters=40", "task.resolution=12",
-        "task.sigmas=[0.01,0.1,1]", "task.realizations=2", "task.slice_points=11", "report.dpi=30",
-        "uncertainty=none")
+        "task.sigmas=[0.01,0.1,1]", "task.realizations=2", "task.slice_points=11", "report.dpi=30")
 
 
 def test_seed_report_figures_fit_their_canvas(lagfit, checked):
     proc = lagfit(*SEED)
     assert proc.returncode == 0, proc.stderr
     names = {"fig1_qdd", "fig2_landscape", "fig3_fit_paths", "fit_convergence", "fig4_noise_slice",
-             "fig5_noise_rms", "fig6_noise_landscapes", "noise_valley", "fig8_paths"}
+             "fig5_noise_rms", "fig6_noise_landscapes", "noise_valley", "fig8_paths", "fig_correlations"}
     assert_inside(checked, {f"{n}.png" for n in names})
     assert_index(proc.run_dir, names)
     # the m × α plane crosses m = 2αq² inside the data: those cells are masked, not drawn
