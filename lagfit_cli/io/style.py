@@ -11,6 +11,22 @@
 
 matplotlib is imported here but never told which backend to use (``matplotlib.use``):
 that is the command's business (it sets ``MPLBACKEND=Agg``), not the library's.
+
+A new figure adopts the style like this (and is written by ``Report.write``, which calls
+:func:`save`; describe it in ``io.report.FIGURE_DESCRIPTIONS`` or ``Report.figure_notes``
+for the run folder's figures/README.md)::
+
+    from lagfit_cli.io.plots import outside_legend
+    from lagfit_cli.io.style import LOSS_LABEL, figsize, style, wrap
+
+    def my_figure(...) -> Figure:
+        with style():
+            fig, ax = plt.subplots(figsize=figsize(1))   # one column; figsize(2): page width
+            ax.plot(..., label="...")
+            ax.set_xlabel("time $t$ (s)")
+            ax.set_title(wrap(title, fig))
+            outside_legend(fig, ax.get_lines())           # under the axes, not on the data
+        return fig
 """
 
 from __future__ import annotations

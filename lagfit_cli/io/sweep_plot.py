@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lagfit_cli.io.plots import outside_legend, symbol
-from lagfit_cli.io.style import figsize, save, style, wrap
+from lagfit_cli.io.style import LOSS_LABEL, figsize, save, style, wrap
 from lagfit_cli.io.sweep_safety import escape_formulas
 from lagfit_cli.io.sweep import SUMMARY_CSV, SUMMARY_FIGURE, PlotPlan, Series, axis_scale, collect, plot_plan
 
@@ -42,7 +42,7 @@ def metric_label(metric: str, ratio_names: list[str]) -> str:
             return f"relative error of fitted {ratio_label(ratio_names[0])}"
         return "largest relative error of the fitted ratios"
     return {
-        "best_loss": "best loss (mean squared $\\ddot q$ error)",
+        "best_loss": "best " + LOSS_LABEL,
         "runtime_s": "runtime of the job (s)",
     }.get(metric, metric)
 
