@@ -31,6 +31,8 @@ OUTLINED = [patheffects.withStroke(linewidth=2.6, foreground="black")]
 #: the colour of grid cells whose loss is exactly 0 (below any log colour scale)
 ZERO_COLOR = "white"
 SINGULAR_LABEL = "mass matrix singular in the data (loss masked)"
+#: a loss below this fraction of the landscape's largest is 0 up to rounding (exact data)
+ZERO_RTOL = 1e-24
 
 __all__ = [
     "style", "symbol", "state_symbols", "qdd_figure", "qdd_scatter_figure", "landscape_axes",
@@ -150,8 +152,8 @@ def landscape_axes(
     """Log-scaled loss density with the analytic valley y = slope·x drawn over it; returns
     legend handles for what it drew.
 
-    The colour range comes from the data unless vmin/vmax are given. Cells whose loss is
-    exactly 0 are drawn in white (below the colour bar, which then says so); cells in
+    The colour range comes from the data unless vmin/vmax are given. Cells whose loss is 0
+    (to rounding: below ZERO_RTOL × the largest) are drawn in white (below the colour bar, which then says so); cells in
     ``singular`` (ny, nx) — parameters at which the mass matrix vanishes somewhere in the
     data, so q̈ and the loss there are meaningless — are masked, hatched and labelled, and
     do not set the colour range. ``valley``: draw the valley line (only through a known
@@ -160,8 +162,11 @@ def landscape_axes(
     bad = ~np.isfinite(loss)
     if singular is not None:
         bad |= np.asarray(singular, dtype=bool)
-    zero = ~bad & (loss <= 0)
-    positive = loss[~bad & (loss > 0)]
+    finite = loss[~bad]
+    top = float(finite.max()) if finite.size else 0.0
+    # exact data: cells on the valley have loss 0, or a rounding residue ~1e-30 of it
+    zero = ~bad & (loss <= ZERO_RTOL * max(top, 0.0))
+    positive = loss[~bad & ~zero]
     if vmax is None:
         vmax = float(positive.max()) if positive.size else 1.0
     if vmin is None:
@@ -178,7 +183,7 @@ def landscape_axes(
     bar.set_label(label)
     handles = []
     if zero.any():
-        handles.append(Patch(facecolor=ZERO_COLOR, edgecolor="black", lw=0.5, label="loss = 0 exactly"))
+        handles.append(Patch(facecolor=ZERO_COLOR, edgecolor="black", lw=0.5, label="loss = 0 (to rounding)"))
     if singular is not None and np.asarray(singular).any():
         ax.contourf(x, y, np.asarray(singular, dtype=float), levels=[0.5, 1.5], colors="none",
                     hatches=["////"])
