@@ -441,6 +441,11 @@ def profiles_figure(
             if intervals is not None and all(np.isfinite(intervals[n])) and intervals[n][1] > intervals[n][0]:
                 items.append(ax.axvspan(*intervals[n], color=STATUS_COLORS["converged"], alpha=0.12, lw=0,
                                         label="95 % interval"))
+            grid = np.asarray(grids[n], float)
+            if grid.size and np.ptp(grid) <= 1e-12 * max(abs(float(estimates[n])), 1e-300):
+                ax.text(0.5, 0.5, "exact data: the profile is\nnarrower than float64 resolution",
+                        transform=ax.transAxes, ha="center", va="center",
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
             ax.set_xlabel(labels[n])
             ax.set_ylabel("ΔRSS (min over the others)")
             ax.set_title(labels[n] + (f" (s.e. {se:.2g})" if np.isfinite(se) and se > 0 else ""))

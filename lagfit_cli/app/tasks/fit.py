@@ -160,7 +160,7 @@ def fit_figures(
         clabels = [rlabels[rows.index(index[name])] for name in unc.correlation_labels]
         figures["fig_correlations"] = plots.correlations_figure(
             clabels, unc.correlation.numpy(), f"Correlations of the estimates ({unc.method})",
-            note=label + (f", condition number {unc.condition_number:.3g}"
+            note=label + (f", condition number = {unc.condition_number:.3g}"
                           if unc.condition_number == unc.condition_number else ""),
         )
     prof = fitted.profiles
