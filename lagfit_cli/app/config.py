@@ -145,6 +145,8 @@ class ReportConf:
     #: figure file format
     format: str = "png"
     dpi: int = 150
+    #: figure style: paper (3.4 in / 7.0 in wide, 8 pt text) | slides (5 in / 10 in, 14 pt)
+    style: str = "paper"
     #: draw figures at all (tables and metrics are always written)
     figures: bool = True
     #: keep every k-th iteration of the fit's history (fit_history.csv, the path figures)
@@ -425,6 +427,7 @@ def validate_static(cfg: DictConfig) -> None:
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
+    _check_choice("report.style", cfg.report.style, {"paper", "slides"})
     if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", cfg.device):
         _fail("device", f"must be 'cpu' or 'cuda[:N]', got {printable(cfg.device)!r}")
 

@@ -196,9 +196,10 @@ class FitReport:
     def summary(self) -> list[str]:
         """The console summary: one headline, one line per parameter, warnings."""
         m = self.metrics
-        counts = ", ".join(f"{m['n_' + s]} {s}" for s in STATUSES if m["n_" + s])
+        counts = ", ".join(f"{m['n_' + s]} {STATUS_WORDS.get(s, s)}" for s in STATUSES if m["n_" + s])
         lines = [
-            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} starts: "
+            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} "
+            f"start{'s' if m['n_starts'] != 1 else ''}: "
             f"{counts}; best loss {m['best_loss']:.3e} in {m['fit_s']:.2f} s"
         ]
         if m.get("lr_mode") == "auto":
@@ -227,6 +228,9 @@ class FitReport:
         return lines
 
 
+#: how the console names each start status
+STATUS_WORDS = {"max_iters": "reached the iteration limit"}
+
 #: an error below this fraction of the value is rounding: the value is exact, "± 0"
 EXACT_ERROR_RTOL = 1e-12
 
@@ -234,9 +238,12 @@ EXACT_ERROR_RTOL = 1e-12
 def format_estimate(value: float, std_error: Optional[float], low: Optional[float] = None, high: Optional[float] = None) -> str:
     """``13.080 ± 0.002 (95 %: 13.076 … 13.084)``: the error to two significant digits and
     the value to the same decimal place; full precision and ``± 0`` when the error is
-    rounding (exact data); the value alone when there is no error."""
+    rounding (exact data); ``± inf (unbounded)`` when the data do not bound it; the value
+    alone, to six significant digits, when there is no error."""
+    if std_error is not None and math.isinf(std_error) and math.isfinite(value):
+        return f"{value:.6g} ± inf (unbounded)"
     if std_error is None or not math.isfinite(std_error):
-        return f"{value:.10g}"
+        return f"{value:.6g}"
     if std_error <= EXACT_ERROR_RTOL * max(abs(value), 1e-300):
         return f"{value:.10g} ± 0"
     decimals = max(0, 1 - math.floor(math.log10(std_error)))

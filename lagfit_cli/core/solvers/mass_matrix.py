@@ -71,6 +71,6 @@ def check_mass_matrix(
 
 def _point(values: Tensor) -> str:
     parts = [f"{float(v):.4g}" for v in values]
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
