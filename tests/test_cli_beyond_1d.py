@@ -36,8 +36,8 @@ EXPECTED = {
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     # the plain command (σ = 0, the system's own data/init/optim defaults); figures are
-    # drawn for the D = 2 double pendulum (on a coarse landscape) to check they work
-    extra = ["task.resolution=12"] if name == "double_pendulum" else ["report.figures=false"]
+    # drawn for the D = 2 double pendulum (on a coarse landscape, as PDF) to check they work
+    extra = ["task.resolution=12", "report.format=pdf"] if name == "double_pendulum" else ["report.figures=false"]
     proc = lagfit(f"system={name}", *extra, figures=name == "double_pendulum")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
@@ -56,7 +56,7 @@ def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     if name == "double_pendulum":
         assert m["data"] == "uniform" and m["n_points"] == 200  # not a 50⁴ grid
         for figure in ("fig1_qdd", "fig3_fit_paths", "fit_convergence"):
-            assert (proc.run_dir / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+            assert (proc.run_dir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_a_d2_grid_draws_q_dd_over_q0_q1(lagfit):

@@ -71,8 +71,14 @@ SEED = ("experiment=seed_report", "system=anharmonic", "task.x=m", "task.y=alpha
 
 
 def test_seed_report_figures_fit_their_canvas(lagfit, checked):
-    proc = lagfit(*SEED)
+    proc = lagfit(*SEED, figures=True)
     assert proc.returncode == 0, proc.stderr
+    for name in ("fit_results", "fit_history", "landscape", "landscape_paths", "noise_slice", "noise_rms"):
+        assert (proc.run_dir / f"{name}.csv").is_file(), name
+    report = metrics(proc.run_dir)
+    assert report["task"] == "seed_report" and report["status"] == "ok"
+    assert {"fit", "landscape", "noise_study"} <= set(report)
+    assert report["fit"]["n_starts"] == 1 and report["landscape"]["paths"]["n_starts"] == 3
     names = {"fig1_qdd", "fig2_landscape", "fig3_fit_paths", "fit_convergence", "fig4_noise_slice",
              "fig5_noise_rms", "fig6_noise_landscapes", "noise_valley", "fig8_paths", "fig_correlations"}
     assert_inside(checked, {f"{n}.png" for n in names})
@@ -94,7 +100,8 @@ def test_custom_fit_on_measured_data_in_the_slides_style(lagfit, checked):
     proc = lagfit("system=custom", 'system.lagrangian="0.5*m*l**2*qd**2 + m*g*l*cos(q)"',
                   "system.params={m: null, l: null, g: null}", "data=csv", f"data.path={EXAMPLES / 'pendulum.csv'}",
                   "data.columns={q0: theta, qd0: omega, qdd0: alpha}", "init.n_starts=2", "optim.iters=15",
-                  "task.resolution=8", "report.dpi=30", "report.style=slides")
+                  "task.resolution=8", "report.dpi=30", "report.style=slides",
+                  figures=True)
     assert proc.returncode == 0, proc.stderr
     names = {"fig1_qdd", "fig3_fit_paths", "fit_convergence", "fig_profiles"}
     assert_inside(checked, {f"{n}.png" for n in names})

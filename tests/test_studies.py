@@ -170,24 +170,6 @@ def test_study_keys_fail_with_one_line(lagfit, override, expected):
     assert not (proc.run_dir / "metrics.json").exists()
 
 
-def test_seed_report_writes_every_figure(lagfit):
-    proc = lagfit("experiment=seed_report", "data.n=8", "init.n_starts=3", "optim.iters=200",
-                  "task.resolution=10", "task.sigmas=[0.01,1]", "task.realizations=2",
-                  "task.slice_points=11", "report.dpi=30", "report.format=pdf", figures=True)
-    assert proc.returncode == 0, proc.stderr
-    figures = {p.name for p in (proc.run_dir / "figures").iterdir()}
-    for name in ("fig1_qdd", "fig2_landscape", "fig3_fit_paths", "fig4_noise_slice", "fig5_noise_rms",
-                 "fig6_noise_landscapes", "fig8_paths"):
-        assert f"{name}.pdf" in figures, figures
-        assert (proc.run_dir / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-    for name in ("fit_results", "fit_history", "landscape", "landscape_paths", "noise_slice", "noise_rms"):
-        assert (proc.run_dir / f"{name}.csv").is_file(), name
-    m = metrics(proc.run_dir)
-    assert m["task"] == "seed_report" and m["status"] == "ok"
-    assert {"fit", "landscape", "noise_study"} <= set(m)
-    assert m["fit"]["n_starts"] == 1 and m["landscape"]["paths"]["n_starts"] == 3
-
-
 def test_a_ratio_check_on_a_task_without_fitted_ratios_fails_cleanly(lagfit):
     proc = lagfit("task=landscape", "data.n=4", "task.resolution=4", "init.n_starts=1",
                   "report.figures=false", "check.max_ratio_rel_error=1e-6")
