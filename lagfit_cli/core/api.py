@@ -66,6 +66,7 @@ from lagfit_cli.core.solvers.jacobian import ResidualModel, coefficient_jacobian
 from lagfit_cli.core.starts import initial_guesses
 from lagfit_cli.core.step_size import auto_lr
 from lagfit_cli.core.systems import SYSTEMS, ParameterRatio, System, build_system
+from lagfit_cli.core.weak import WeakModel, WeakOptions
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: reported values of starts at the best loss agree when within this relative distance
@@ -118,6 +119,9 @@ class FitOptions:
     n_boot: int = 200
     #: profiles of the loss along each identifiable value (``core.profiles``): K LM batches
     profiles: bool = True
+    #: fit the weak form of the Euler–Lagrange equation (``core.weak``, ``derivatives=weak``)
+    #: instead of q̈: needs data with times (``data=trajectory``); None = the q̈ residuals
+    weak: Optional[WeakOptions] = None
 
     @property
     def n_iters(self) -> int:
@@ -416,11 +420,16 @@ def fit_dataset(
         truth: (P,) float64, NaN where unknown.
     """
     check_options(opts)
+    if opts.weak is not None and opts.optimizer != "lm":
+        raise ArgumentError("optimizer", "the weak form (derivatives=weak) is fitted with lm only")
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
     started = time.perf_counter()
-    model = make_residual_model(system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile))
+    if opts.weak is not None:
+        model = WeakModel(system, data, opts.weak)
+    else:
+        model = make_residual_model(system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile))
 
     # starts: the box is centred on the truth where one is known (the report's method)
     center = torch.full((system.n_params,), float(opts.init_center), dtype=torch.float64)
@@ -439,7 +448,10 @@ def fit_dataset(
             theta0 = torch.cat([theta0, exact[None]])
 
     if opts.optimizer == "lm":
-        floor = 0.5 * model.n_residuals * (64 * torch.finfo(dtype).eps * _rms(data.qdd)) ** 2
+        scale = _rms(data.qdd)
+        if opts.weak is not None:  # the weak terms' own scale at the starts
+            scale = float(np.median([model.reference_rms(th) for th in theta0[-4:]]))
+        floor = 0.5 * model.n_residuals * (64 * torch.finfo(dtype).eps * scale) ** 2
         result = levenberg_marquardt(
             model, theta0, _free(system, gauge, device), iters=opts.n_iters,
             ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol, floor=floor, on_iteration=on_iteration,
@@ -453,7 +465,10 @@ def fit_dataset(
     ident = identifiability(system, jacobian[0], result.theta[best], gauge)
     ratios = ident.ratios
     warnings: list[str] = []
-    metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
+    reference = model.reference_rms(result.theta[best]) if opts.weak is not None else None
+    metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, reference)
+    if opts.weak is not None:
+        metrics["weak"] = model.info()
     started = time.perf_counter()
     uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
     metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
@@ -487,7 +502,8 @@ def _uncertainty(system, data, model, opts, theta, ratios, residual, jacobian, g
         return covariance_uncertainty(system, ratios, theta, residual, jacobian, free)
     if opts.uncertainty == "bootstrap":
         return bootstrap_uncertainty(
-            system, ratios, model, theta, free, data.n_points, data.dof, opts.n_boot, opts.seed,
+            system, ratios, model, theta, free, getattr(model, "n_rows", data.n_points), data.dof,
+            opts.n_boot, opts.seed,
             iters=opts.n_iters if opts.optimizer == "lm" else DEFAULT_ITERS["lm"],
             ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol,
         )
@@ -626,7 +642,9 @@ def _match_coefficients(of_params, c: Tensor, homogeneous: bool, theta0: Tensor,
 # --------------------------------------------------------------------------- verdict
 
 
-def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) -> dict[str, Any]:
+def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, reference=None) -> dict[str, Any]:
+    """``reference``: the RMS the residual is judged against (None: q̈'s; the weak form's
+    inertial term for ``FitOptions.weak``)."""
     names = system.param_names
     best = result.best
     theta_best = result.theta[best]
@@ -650,7 +668,8 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) 
     known_errors = [v["rel_error"] for v in reported.values() if v["rel_error"] is not None]
     counts = {status: result.status.count(status) for status in STATUSES}
     minima = _minima(system, ratios, result, identifiable)
-    qdd_rms = _rms(data.qdd)
+    qdd_rms = _rms(data.qdd) if reference is None else reference
+    of_what = "q̈'s RMS" if reference is None else "the weak-form terms' RMS"
     residual_rms = math.sqrt(max(float(result.loss[best]), 0.0))
     relative_residual = residual_rms / qdd_rms if qdd_rms > 0 else math.inf
 
@@ -679,7 +698,7 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) 
         )
     if relative_residual > ADEQUACY_WARN and best_ok:
         warnings.append(
-            f"the model leaves {relative_residual:.1%} of q̈'s RMS unexplained (residual RMS "
+            f"the model leaves {relative_residual:.1%} of {of_what} unexplained (residual RMS "
             f"{residual_rms:.3g}): noise in the data, or a missing term (damping, a force)"
         )
     check_warnings = _mass_matrix_warnings(system, data, theta_best)

@@ -64,7 +64,18 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         n_boot=cfg.uncertainty.n_boot,
         # the profiles belong to task=fit's own fit (not landscape's gd paths)
         profiles=bool(cfg.uncertainty.profiles) and optimizer is None and cfg.task.name == "fit",
+        weak=weak_options(cfg) if optimizer is None else None,
     )
+
+
+def weak_options(cfg: DictConfig):
+    """The weak form's test functions when derivatives=weak fits a time series, else None."""
+    from lagfit_cli.core.weak import WeakOptions
+
+    d = cfg.get("derivatives")
+    if d is None or d.name != "weak" or cfg.data.name != "trajectory":
+        return None
+    return WeakOptions(window=d.window, overlap=d.overlap, power=d.power)
 
 
 def run_fit(cfg: DictConfig, problem: Problem, optimizer: str | None = None) -> FitReport:
