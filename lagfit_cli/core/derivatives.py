@@ -74,14 +74,23 @@ def register_derivatives(name: str, min_samples, default_edge):
     return decorator
 
 
-def estimate_dataset(trajectories: Trajectories, spec: Mapping[str, Any]) -> Dataset:
-    """The Dataset of every run's kept samples, with q̇ and q̈ by ``spec["name"]``."""
+def required_samples(spec: Mapping[str, Any]) -> tuple[int, int, str]:
+    """(samples a run needs, edge samples dropped at each end, why) for this method."""
     method = DERIVATIVES.lookup(spec.get("name", "spline"))
     edge = spec.get("edge")
     edge = method.default_edge(spec) if edge is None else int(edge)
     if edge < 0:
         raise ArgumentError("derivatives.edge", f"must be >= 0 samples, got {edge}")
     need = max(method.min_samples(spec), 2 * edge + 1)
+    if spec.get("name") == "weak":
+        need = max(need, 2 * edge + int(spec.get("window", 51)))
+    return need, edge, f"derivatives={spec.get('name', 'spline')} needs ({_need_reason(spec, edge)}) "
+
+
+def estimate_dataset(trajectories: Trajectories, spec: Mapping[str, Any]) -> Dataset:
+    """The Dataset of every run's kept samples, with q̇ and q̈ by ``spec["name"]``."""
+    method = DERIVATIVES.lookup(spec.get("name", "spline"))
+    need, edge, _ = required_samples(spec)
     parts = []
     for index, run in enumerate(trajectories.runs):
         if run.n_samples < need:
@@ -110,7 +119,9 @@ def _need_reason(spec: Mapping[str, Any], edge: int) -> str:
     name = spec.get("name", "spline")
     if name == "savgol":
         return f"window {spec.get('window')}, {edge} dropped at each end"
-    return f"{edge} samples dropped at each end (derivatives.edge) and enough left to fit"
+    if name == "weak":
+        return f"one window of {spec.get('window', 51)} after {edge} dropped at each end"
+    return f"{edge} samples dropped at each end, derivatives.edge, and enough left to fit"
 
 
 # --------------------------------------------------------------------------- spline
@@ -239,7 +250,7 @@ def finite_difference_derivatives(t, q, qd, spec):
 # --------------------------------------------------------------------------- data=trajectory
 
 
-def read_spec(trajectory_spec: Mapping[str, Any], dof: int) -> Trajectories:
+def read_spec(trajectory_spec: Mapping[str, Any], dof: int, derivatives: Optional[Mapping[str, Any]] = None) -> Trajectories:
     """Read ``data=trajectory``'s files as its config section says (``core.trajectory_file``)."""
     from lagfit_cli.core.trajectory_file import read_trajectories
 
@@ -254,7 +265,13 @@ def read_spec(trajectory_spec: Mapping[str, Any], dof: int) -> Trajectories:
         scale=trajectory_spec.get("scale"),
         trim=trajectory_spec.get("trim"),
         outliers=trajectory_spec.get("outliers"),
+        **({} if derivatives is None else dict(zip(("min_samples", "need_text"), _need(derivatives)))),
     )
+
+
+def _need(derivatives: Mapping[str, Any]) -> tuple[int, str]:
+    need, _, why = required_samples(derivatives)
+    return need, why
 
 
 @register_dataset("trajectory")
@@ -263,5 +280,5 @@ def trajectory_dataset(request) -> Dataset:
     (``request.spec["derivatives"]``, the config's derivatives section; default spline)."""
     spec = request.spec
     derivatives = dict(spec.get("derivatives") or {"name": "spline"})
-    trajectories = read_spec(spec, request.system.dof)
+    trajectories = read_spec(spec, request.system.dof, derivatives)
     return estimate_dataset(trajectories, derivatives)

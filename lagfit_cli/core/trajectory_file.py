@@ -91,13 +91,15 @@ def read_trajectories(
     trim: Optional[Sequence[float]] = None,
     outliers: Optional[float] = None,
     min_samples: int = 2,
+    need_text: Optional[str] = None,
 ) -> Trajectories:
     """Read every file of ``pattern`` into :class:`Trajectories` (see the module docstring).
 
     Args:
         dof: the number of coordinates D (default: as many as the first file's q columns).
         columns: lagfit's name (t, run, q0, qd0, Q0, ...) -> the file's column name.
-        min_samples: the fewest samples a run may keep after trimming.
+        min_samples: the fewest samples a run may keep after trimming; ``need_text`` says
+            who needs them (``derivatives=spline ``).
     """
     paths = (
         [p for item in pattern for p in expand_paths(str(item))]
@@ -114,12 +116,15 @@ def read_trajectories(
     time_name = mapping.get("t", time_column)
     run_name = mapping.get("run", run_column)
     runs: list[Run] = []
+    sources: list[Path] = []
     notes: list[str] = []
     for path in paths:
         table = _read_table(path)
         if dof is None:
             dof = _count_coordinates(path, table.columns, mapping)
-        runs.extend(_runs_of(path, table, dof, mapping, time_name, run_name, len(paths) > 1))
+        found = _runs_of(path, table, dof, mapping, time_name, run_name, len(paths) > 1)
+        runs.extend(found)
+        sources.extend([path] * len(found))
     assert dof is not None
     names = tuple(mapping.get(f"q{i}", f"q{i}") for i in range(dof))
     unwrap_index = []
@@ -133,15 +138,16 @@ def read_trajectories(
     factors = _scale_factors(scale, dof)
     start, end = _trim(trim)
     processed = []
-    for run in runs:
-        run = _process(run, unwrap_index, factors, start, end, outliers, notes)
-        if run.n_samples < min_samples:
+    for run, path in zip(runs, sources):
+        kept = _process(run, unwrap_index, factors, start, end, outliers, notes)
+        if kept.n_samples < min_samples:
+            dropped = run.n_samples - kept.n_samples
+            after = f" ({dropped} dropped by data.trim and data.outliers)" if dropped else ""
             raise _fail(
-                run.name.split("#")[0] if "#" in run.name else run.name,
-                f"run {run.name!r} keeps {run.n_samples} samples after trimming and outlier "
-                f"rejection; at least {min_samples} are needed",
+                path, f"run {run.name!r} has {kept.n_samples} samples{after}; {need_text or ''}"
+                f"at least {min_samples} are needed",
             )
-        processed.append(run)
+        processed.append(kept)
     irregular = [run.name for run in processed if not is_regular(run.t)]
     if irregular:
         notes.append(
@@ -359,6 +365,9 @@ def _outliers(q: np.ndarray, k: float) -> np.ndarray:
         return np.zeros(q.shape[0], dtype=bool)
     median = median_filter(q, size=(OUTLIER_WINDOW, 1), mode="nearest")
     dev = q - median
-    mad = 1.4826 * np.median(np.abs(dev - np.median(dev, axis=0)), axis=0)
+    spread = np.abs(dev - np.median(dev, axis=0))
+    mad = 1.4826 * np.median(spread, axis=0)
+    # a monotone stretch makes most deviations exactly 0: fall back to the mean deviation
+    mad = np.where(mad > 0, mad, 1.2533 * spread.mean(axis=0))
     mad = np.where(mad > 0, mad, np.inf)
     return np.any(np.abs(dev) > k * mad, axis=1)

@@ -27,8 +27,10 @@ run on it unchanged:
     further one), b from the θ-free part and Q. The Jacobian is A (∂c/∂θ by the chain rule),
     and A c = b is the equation-error system of the exact start.
 ``autodiff``
-    Any other L: ∂L/∂q, ∂L/∂q̇ per sample by ``torch.func.grad`` of the summed Lagrangian
-    (each sample's L depends on its own state only), the Jacobian in θ by ``torch.func.jacfwd``.
+    Any other L: ∂L/∂q, ∂L/∂q̇ per sample by reverse-mode autograd of the summed Lagrangian
+    (each sample's L depends on its own state only); the Jacobian in θ from the mixed
+    derivatives ∂²L/∂q∂θⱼ, ∂²L/∂q̇∂θⱼ, P more reverse passes (plain ``torch.autograd``:
+    ``torch.func`` would import torch's compiler stack, seconds per process).
 
 Contract with the systems: ``getattr(system, "dissipation", None)`` is None or
 R(q, qd, θ) broadcasting like the Lagrangian; when ``getattr(system, "time_dependent",
@@ -149,16 +151,52 @@ class WeakModel:
         return torch.einsum("wm,...wmd->...wd", weights, values[..., self.index, :])
 
     def _terms(self, lagrangian, theta: Tensor, dissipation=None) -> tuple[Tensor, Tensor]:
-        """(∂L/∂q − ∂R/∂q̇, ∂L/∂q̇) per sample at one θ (P,): (N, D) each."""
+        """(∂L/∂q − ∂R/∂q̇, ∂L/∂q̇) per sample at one θ (P,): (N, D) each (each sample's L
+        depends on its own state only, so the gradient of the sum is per sample)."""
+        with torch.enable_grad():
+            q = self.q.detach().requires_grad_(True)
+            qd = self.qd.detach().requires_grad_(True)
+            total = lagrangian(q, qd, theta.detach(), **self.time_kw).sum()
+            force, momentum = torch.autograd.grad(total, (q, qd), allow_unused=True)
+            force = torch.zeros_like(q) if force is None else force
+            momentum = torch.zeros_like(qd) if momentum is None else momentum
+            if dissipation is not None:
+                (friction,) = torch.autograd.grad(
+                    dissipation(q, qd, theta.detach(), **self.time_kw).sum(), qd, allow_unused=True
+                )
+                if friction is not None:
+                    force = force - friction
+        return force.detach(), momentum.detach()
 
-        def total(q: Tensor, qd: Tensor) -> Tensor:
-            return lagrangian(q, qd, theta, **self.time_kw).sum()
-
-        force, momentum = torch.func.grad(total, argnums=(0, 1))(self.q, self.qd)
-        if dissipation is not None:
-            friction = torch.func.grad(lambda qd: dissipation(self.q, qd, theta, **self.time_kw).sum())(self.qd)
-            force = force - friction
-        return force, momentum
+    def _term_jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """∂(force, momentum)/∂θⱼ per sample: (P, N, D) each, by 1 + P reverse passes: the
+        per-sample mixed derivatives ∂²L/∂q∂θⱼ are the q-gradients of ∂(Σ L)/∂θⱼ."""
+        kw = self.time_kw
+        with torch.enable_grad():
+            q = self.q.detach().requires_grad_(True)
+            qd = self.qd.detach().requires_grad_(True)
+            th = theta.detach().requires_grad_(True)
+            (grad_l,) = torch.autograd.grad(self.system.lagrangian(q, qd, th, **kw).sum(), th, create_graph=True)
+            grad_r = None
+            if self.dissipation is not None:
+                (grad_r,) = torch.autograd.grad(
+                    self.dissipation(q, qd, th, **kw).sum(), th, create_graph=True, allow_unused=True
+                )
+            forces, momenta = [], []
+            for j in range(th.shape[0]):
+                zero = torch.zeros_like(q)
+                dq, dqd = (zero, zero)
+                if grad_l[j].requires_grad:
+                    dq, dqd = torch.autograd.grad(grad_l[j], (q, qd), retain_graph=True, allow_unused=True)
+                    dq = zero if dq is None else dq
+                    dqd = zero if dqd is None else dqd
+                force = dq
+                if grad_r is not None and grad_r[j].requires_grad:
+                    (dr,) = torch.autograd.grad(grad_r[j], qd, retain_graph=True, allow_unused=True)
+                    force = force - (zero if dr is None else dr)
+                forces.append(force.detach())
+                momenta.append(dqd.detach())
+        return torch.stack(forces), torch.stack(momenta)
 
     def _weak(self, force: Tensor, momentum: Tensor) -> Tensor:
         """(2, W, D): the inertial ∫ φ̇ ∂L/∂q̇ and the rest ∫ φ (∂L/∂q − ∂R/∂q̇) (no Q)."""
@@ -230,6 +268,19 @@ class WeakModel:
             weak = weak / inertial.square().mean().sqrt()
         return weak
 
+    def _jacobian_one(self, theta: Tensor) -> Tensor:
+        """(M, P) for the autodiff model (the quotient rule where the residual is relative)."""
+        inertial, rest = self._weak(*self._terms(self.system.lagrangian, theta, self.dissipation))
+        d_force, d_momentum = self._term_jacobian(theta)
+        d_inertial = self.integrate(d_momentum, self.dphi)  # (P, W, D)
+        d_raw = (d_inertial + self.integrate(d_force, self.phi)).flatten(1).T  # (M, P)
+        if not self.normalised:
+            return d_raw
+        raw = (inertial + rest).reshape(-1)
+        rms = inertial.square().mean().sqrt()
+        d_rms = (d_inertial.flatten(1) * inertial.reshape(-1)).mean(-1) / rms  # (P,)
+        return (d_raw - (raw / rms)[:, None] * d_rms[None, :]) / rms
+
     def residuals(self, theta: Tensor) -> Tensor:
         with torch.no_grad():
             if self._linear is not None:
@@ -261,8 +312,7 @@ class WeakModel:
             if self.of_params is not None:
                 jacobian = jacobian @ coefficient_jacobian(self.of_params, theta)
             return residual, jacobian
-        jac = torch.func.jacfwd(self._residual_one)
-        jacobian = torch.stack([jac(th.detach()) for th in theta])
+        jacobian = torch.stack([self._jacobian_one(th) for th in theta])
         return self.residuals(theta), jacobian
 
     def reference_rms(self, theta: Tensor) -> float:
@@ -276,17 +326,20 @@ class WeakModel:
     def mass_ok(self, theta: Tensor) -> Tensor:
         """(B,) whether ∂²L/∂q̇² is definite (one sign) at an even subsample of the data."""
         step = max(1, self.q.shape[0] // MASS_SAMPLES)
-        q, qd = self.q[::step], self.qd[::step]
         kw = {"t": self.t[::step]} if self.time_kw else {}
         out = []
         for th in theta:
-            def momentum(v: Tensor, th=th) -> Tensor:
-                return torch.func.grad(lambda x: self.system.lagrangian(q, x, th, **kw).sum())(v)
-
-            rows = [
-                torch.func.grad(lambda v, i=i: momentum(v)[:, i].sum())(qd) for i in range(self.dof)
-            ]
-            hessian = torch.stack(rows, dim=-2)  # (n, D, D)
+            with torch.enable_grad():
+                q = self.q[::step].detach()
+                qd = self.qd[::step].detach().requires_grad_(True)
+                (momentum,) = torch.autograd.grad(
+                    self.system.lagrangian(q, qd, th.detach(), **kw).sum(), qd, create_graph=True
+                )
+                rows = []
+                for i in range(self.dof):
+                    (row,) = torch.autograd.grad(momentum[:, i].sum(), qd, retain_graph=True, allow_unused=True)
+                    rows.append(torch.zeros_like(qd) if row is None else row)
+            hessian = torch.stack(rows, dim=-2).detach()  # (n, D, D)
             out.append(definite_everywhere(hessian[None])[0])
         return torch.stack(out)
 
