@@ -127,12 +127,17 @@ def _need_reason(spec: Mapping[str, Any], edge: int) -> str:
 # --------------------------------------------------------------------------- spline
 
 
-def noise_level(y: np.ndarray) -> float:
+def noise_level(y: np.ndarray, t: Optional[np.ndarray] = None) -> float:
     """σ̂ of white noise on a smooth signal, from its 6th differences (robust MAD): a smooth
-    signal sampled well contributes (ωΔt)⁶ to them, noise σ·√C(12, 6)."""
+    signal sampled well contributes (ωΔt)⁶ to them, noise σ·√C(12, 6). Irregular samples
+    are first interpolated (cubic) to even times, where differences mean something."""
     k = NOISE_DIFFERENCE
     if y.shape[0] <= k + 2:
         return 0.0
+    if t is not None and not is_regular(t):
+        from scipy.interpolate import make_interp_spline
+
+        y = make_interp_spline(t, y, k=3)(np.linspace(t[0], t[-1], t.shape[0]))
     d = np.diff(y, k)
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(comb(2 * k, k)))
 
@@ -146,7 +151,7 @@ def smooth(t: np.ndarray, y: np.ndarray, spec: Mapping[str, Any]):
     if smoothing == "gcv":
         return make_smoothing_spline(t, y)
     spread = float(np.std(y))
-    sigma = noise_level(y) if smoothing in (None, "auto") else float(smoothing)
+    sigma = noise_level(y, t) if smoothing in (None, "auto") else float(smoothing)
     if sigma <= EXACT_RTOL * max(spread, np.finfo(float).tiny):
         return make_interp_spline(t, y, k=degree)
     return UnivariateSpline(t, y, k=degree, s=y.shape[0] * sigma**2)

@@ -102,7 +102,7 @@ def window_indices(run: Tensor, window: int, stride: int) -> Tensor:
     return torch.cat(rows)
 
 
-def test_functions(t: Tensor, index: Tensor, power: int) -> tuple[Tensor, Tensor]:
+def window_weights(t: Tensor, index: Tensor, power: int) -> tuple[Tensor, Tensor]:
     """Quadrature-weighted φ and φ̇ on each window: (W, m) each, so that ∫ φ g dt ≈ Σ φ_w g."""
     tw = t[index]  # (W, m)
     a, b = tw[:, :1], tw[:, -1:]
@@ -133,7 +133,7 @@ class WeakModel:
         self.Q = None if data.Q is None else data.Q.detach()
         run = data.run if data.run is not None else torch.zeros(data.n_points, dtype=torch.long)
         self.index = window_indices(run, options.window, options.stride).to(self.q.device)
-        self.phi, self.dphi = test_functions(self.t, self.index, options.power)
+        self.phi, self.dphi = window_weights(self.t, self.index, options.power)
         self.dissipation = getattr(system, "dissipation", None)
         self.time_kw = {"t": self.t} if getattr(system, "time_dependent", False) else {}
         self.dof = system.dof
