@@ -351,6 +351,7 @@ def fit(
     truth: Optional[Mapping[str, float]] = None,
     gauge: Optional[str] = None,
     on_iteration: Optional[Callable[[int, Tensor], None]] = None,
+    derivatives: Union[str, Mapping[str, Any], None] = None,
     **options: Any,
 ) -> FitReport:
     """Fit the parameters of a Lagrangian to data.
@@ -359,7 +360,11 @@ def fit(
         system: a built-in name (``"double_pendulum"``), an expression in q0.., qd0..
             (``"0.5*m*qd**2 - 0.5*k*q**2"``, with ``params``), or a ``System``.
         data: a ``Dataset`` (e.g. from :func:`read_csv`), or a dict / DataFrame of arrays
-            named q0.., qd0.., qdd0...
+            named q0.., qd0.., qdd0..; or time series: ``Trajectories`` or the path (or glob)
+            of a trajectory CSV (``core.trajectory_file``; docs/trajectories.md).
+        derivatives: for time series, how q̇, q̈ are estimated: ``"spline"`` (default),
+            ``"savgol"``, ``"finite_difference"`` or ``"weak"`` (no q̈: the weak form), or a
+            mapping with the keys of ``conf/derivatives`` (``{"name": "savgol", "window": 31}``).
         params: for an expression, its parameters in order, each a known value or None.
         truth: known true values to report errors against (nothing else is a truth).
         gauge: the parameter ratios are reported against (where the data allow).
@@ -369,12 +374,41 @@ def fit(
     unknown = sorted(set(options) - set(FitOptions.__dataclass_fields__))
     if unknown:
         raise ArgumentError(unknown[0], f"not an option of fit; options: {', '.join(FitOptions.__dataclass_fields__)}")
-    opts = FitOptions(**options)
     built = as_system(system, params)
-    dataset = as_dataset(data, built.dof)
+    dataset, weak = _time_series(data, built.dof, derivatives)
+    if weak is not None:
+        options.setdefault("weak", weak)
+    opts = FitOptions(**options)
+    if dataset is None:
+        dataset = as_dataset(data, built.dof)
     if dataset.dof != built.dof:
         raise ArgumentError("data", f"has {dataset.dof} coordinates, the system {built.dof}")
     return fit_dataset(built, dataset, _truth(built, params, truth), opts, gauge=gauge, on_iteration=on_iteration)
+
+
+def _time_series(data: Any, dof: int, derivatives) -> tuple[Optional[Dataset], Optional[WeakOptions]]:
+    """(Dataset, weak options) for Trajectories or a trajectory file; (None, None) otherwise."""
+    from lagfit_cli.core.derivatives import estimate_dataset, required_samples
+    from lagfit_cli.core.trajectory import Trajectories
+    from lagfit_cli.core.trajectory_file import read_trajectories
+
+    spec = {"name": derivatives or "spline"} if not isinstance(derivatives, Mapping) else dict(derivatives)
+    spec.setdefault("name", "spline")
+    if spec["name"] == "weak":
+        spec.setdefault("window", WeakOptions.window)
+    if isinstance(data, (str, Path)):
+        need, _, why = required_samples(spec)
+        data = read_trajectories(data, dof=dof, min_samples=need, need_text=why)
+    if not isinstance(data, Trajectories):
+        if derivatives is not None:
+            raise ArgumentError("derivatives", "is for time series (Trajectories or a trajectory CSV path)")
+        return None, None
+    if data.dof != dof:
+        raise ArgumentError("data", f"has {data.dof} coordinates, the system {dof}")
+    weak = None
+    if spec["name"] == "weak":
+        weak = WeakOptions(**{k: spec[k] for k in ("window", "overlap", "power") if k in spec})
+    return estimate_dataset(data, spec), weak
 
 
 def check_options(opts: FitOptions) -> None:
