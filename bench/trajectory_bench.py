@@ -34,7 +34,7 @@ METHODS = {
     "spline": {"name": "spline"},
     "savgol": {"name": "savgol", "window": 15, "order": 5},
     "finite_difference": {"name": "finite_difference"},
-    "weak": {"name": "weak", "window": 51, "overlap": 0.5, "power": 8},
+    "weak": {"name": "weak", "window": 151, "overlap": 0.5, "power": 8},
 }
 
 

@@ -83,7 +83,7 @@ def required_samples(spec: Mapping[str, Any]) -> tuple[int, int, str]:
         raise ArgumentError("derivatives.edge", f"must be >= 0 samples, got {edge}")
     need = max(method.min_samples(spec), 2 * edge + 1)
     if spec.get("name") == "weak":
-        need = max(need, 2 * edge + int(spec.get("window", 51)))
+        need = max(need, 2 * edge + int(spec.get("window", 151)))
     return need, edge, f"derivatives={spec.get('name', 'spline')} needs ({_need_reason(spec, edge)}) "
 
 
@@ -165,21 +165,53 @@ def _spline_edge(spec) -> int:
     return 2 * int(spec.get("degree", 5))
 
 
+#: runs longer than this are splined in overlapping segments (FITPACK's knot search grows
+#: faster than linearly with the samples); OVERLAP samples at each inner end are discarded
+SEGMENT, OVERLAP = 2000, 100
+
+
+def piecewise(t: np.ndarray, y: np.ndarray, fit) -> list[np.ndarray]:
+    """``fit(t, y) -> [arrays at t]`` on overlapping segments of at most SEGMENT samples,
+    each keeping its middle (the first and last keep their outer ends)."""
+    n = t.shape[0]
+    if n <= SEGMENT:
+        return fit(t, y)
+    out: Optional[list[np.ndarray]] = None
+    start = 0
+    while True:
+        end = min(n, start + SEGMENT)
+        values = fit(t[start:end], y[start:end])
+        if out is None:
+            out = [np.empty(n) for _ in values]
+        lo = start if start == 0 else start + OVERLAP
+        hi = end if end == n else end - OVERLAP
+        for target, value in zip(out, values):
+            target[lo:hi] = value[lo - start : hi - start]
+        if end == n:
+            return out
+        start = end - 2 * OVERLAP
+
+
 @register_derivatives("spline", _spline_min, _spline_edge)
 def spline_derivatives(t, q, qd, spec):
     _check_degree(spec)
     dof = q.shape[1]
     q_out, qd_out, qdd_out = np.empty_like(q), np.empty_like(q), np.empty_like(q)
+
+    def position(tt, y):
+        s = smooth(tt, y, spec)
+        return [s(tt), s(tt, 1), s(tt, 2)]
+
+    def velocity(tt, y):
+        s = smooth(tt, y, spec)
+        return [s(tt), s(tt, 1)]
+
     for i in range(dof):
-        s = smooth(t, q[:, i], spec)
-        q_out[:, i] = s(t)
         if qd is None:
-            qd_out[:, i] = s(t, 1)
-            qdd_out[:, i] = s(t, 2)
+            q_out[:, i], qd_out[:, i], qdd_out[:, i] = piecewise(t, q[:, i], position)
         else:
-            v = smooth(t, qd[:, i], spec)
-            qd_out[:, i] = v(t)
-            qdd_out[:, i] = v(t, 1)
+            q_out[:, i] = piecewise(t, q[:, i], position)[0]
+            qd_out[:, i], qdd_out[:, i] = piecewise(t, qd[:, i], velocity)
     return q_out, qd_out, qdd_out
 
 

@@ -64,7 +64,7 @@ class WeakOptions:
     """Test functions of the weak form (``conf/derivatives/weak.yaml``)."""
 
     #: samples per window (each test function's support)
-    window: int = 51
+    window: int = 151
     #: fraction of a window shared with the next (0 ≤ overlap < 1)
     overlap: float = 0.5
     #: p of the bump (1 − s²)^p: φ and its first p − 1 derivatives vanish at the ends
@@ -242,6 +242,8 @@ class WeakModel:
             total_offset = total_offset + self.forcing.reshape(-1)
         return {
             "matrix": total, "offset": total_offset, "inertial": matrix[0], "inertial_offset": offset[0],
+            # transposed copies, contiguous: c @ Aᵀ is a fast GEMM (a strided view is not)
+            "matrix_t": total.T.contiguous(), "inertial_t": matrix[0].T.contiguous(),
             "homogeneous": homogeneous and self.forcing is None,
         }
 
@@ -291,10 +293,10 @@ class WeakModel:
         """(r (B, M), the inertial RMS s (B,) or None, c (B, K))."""
         lin = self._linear
         c = theta if self.of_params is None else self.of_params(theta)
-        raw = c @ lin["matrix"].T + lin["offset"]
+        raw = c @ lin["matrix_t"] + lin["offset"]
         if not self.normalised:
             return raw, None, c
-        inertial = c @ lin["inertial"].T + lin["inertial_offset"]
+        inertial = c @ lin["inertial_t"] + lin["inertial_offset"]
         rms = inertial.square().mean(-1).sqrt()
         return raw / rms[:, None], rms, c
 
@@ -306,7 +308,7 @@ class WeakModel:
                 jacobian = lin["matrix"].expand(theta.shape[0], *lin["matrix"].shape)
                 if rms is not None:
                     # d(raw/s)/dc = (A − r ∇s ᵀ)/s,  ∇s = Pᵀ(P c + p₀)/(M s)
-                    inertial = c @ lin["inertial"].T + lin["inertial_offset"]
+                    inertial = c @ lin["inertial_t"] + lin["inertial_offset"]
                     grad_s = inertial @ lin["inertial"] / (inertial.shape[-1] * rms[:, None])
                     jacobian = (jacobian - residual[:, :, None] * grad_s[:, None, :]) / rms[:, None, None]
             if self.of_params is not None:
