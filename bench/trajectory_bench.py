@@ -65,9 +65,10 @@ def trajectories(t, q):
 def fit(traj, spec, **options):
     import lagfit_cli as lf
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = lf.fit("double_pendulum", traj, derivatives=spec, truth=dict(zip(DP_PARAMS, DP_TRUTH)), **options)
     seconds = time.perf_counter() - started
+    report.cpu_seconds = time.process_time() - cpu
     errors = {k: v["rel_error"] for k, v in report.metrics["ratios"].items()}
     return report, errors, seconds
 
@@ -87,7 +88,7 @@ def accuracy_rows(n_runs: int, n_samples: int, sigma_list) -> list[dict]:
                 "case": f"double_pendulum {n_runs}x{n_samples}", "sigma": sigma, "method": name,
                 "worst_ratio_rel_error": worst, **{f"err_{k}": errors.get(k) for k in DP_RATIOS},
                 "fit_ok": report.fit_ok, "not_reported": ";".join(missing), "seconds": round(seconds, 2),
-                "peak_rss_mb": None,
+                "cpu_seconds": round(report.cpu_seconds, 2), "peak_rss_mb": None,
             })
             print(f"σ = {sigma:g} {name:>18}: worst ratio error {worst:.2e}  fit_ok={report.fit_ok}  {seconds:.1f} s", flush=True)
     return rows
@@ -98,15 +99,24 @@ def child(path: str) -> None:
     data = np.load(path)
     traj = trajectories(data["t"], data["q"])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = time.process_time()
     report, errors, seconds = fit(traj, METHODS["weak"], profiles=False)
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": base, "errors": errors,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "rss_before_mb": base, "errors": errors,
                       "fit_ok": report.fit_ok, "windows": report.metrics["weak"]["windows"]}))
 
 
-def large_row(n_runs: int, n_samples: int, sigma: float) -> dict:
-    t, q = simulate(n_runs, n_samples, seed=2)
-    q = q + sigma * np.random.default_rng(3).standard_normal(q.shape)
+def large_row(n_runs: int, n_samples: int, sigma: float, cache: str | None = None) -> dict:
+    if cache and Path(cache).exists():  # the same runs, simulated before (--large-data)
+        data = np.load(cache)
+        t, q = data["t"], data["q"]
+        assert q.shape == (n_runs, n_samples, 2), q.shape
+    else:
+        t, q = simulate(n_runs, n_samples, seed=2)
+        q = q + sigma * np.random.default_rng(3).standard_normal(q.shape)
+        if cache:
+            np.savez(cache, t=t, q=q)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runs.npz"
         np.savez(path, t=t, q=q)
@@ -114,13 +124,14 @@ def large_row(n_runs: int, n_samples: int, sigma: float) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     errors = result["errors"]
     worst = max(errors.values()) if set(errors) >= set(DP_RATIOS) else float("nan")
-    print(f"weak, {n_runs} × {n_samples} samples (σ = {sigma:g}): {result['seconds']:.1f} s, peak RSS "
+    print(f"weak, {n_runs} × {n_samples} samples (σ = {sigma:g}): {result['seconds']:.1f} s "
+          f"({result['cpu_seconds']:.1f} s CPU), peak RSS "
           f"{result['peak_rss_mb']:.0f} MB, worst ratio error {worst:.2e}", flush=True)
     return {
         "case": f"double_pendulum {n_runs}x{n_samples}", "sigma": sigma, "method": "weak",
         "worst_ratio_rel_error": worst, **{f"err_{k}": errors.get(k) for k in DP_RATIOS},
         "fit_ok": result["fit_ok"], "not_reported": "", "seconds": round(result["seconds"], 2),
-        "peak_rss_mb": round(result["peak_rss_mb"]),
+        "cpu_seconds": round(result["cpu_seconds"], 2), "peak_rss_mb": round(result["peak_rss_mb"]),
     }
 
 
@@ -132,6 +143,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--large-runs", type=int, default=100)
     parser.add_argument("--large-samples", type=int, default=10_000)
+    parser.add_argument("--large-data", help="an .npz of the large case's runs: read if it exists, else written (the simulation takes minutes)")
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -140,7 +152,7 @@ def main() -> None:
 
     rows = accuracy_rows(args.runs, args.samples, (0.0, 0.01))
     if args.large_runs:
-        rows.append(large_row(args.large_runs, args.large_samples, 0.01))
+        rows.append(large_row(args.large_runs, args.large_samples, 0.01, args.large_data))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {args.out}")

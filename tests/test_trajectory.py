@@ -110,3 +110,23 @@ def test_missing_files_and_bad_keys(lagfit, tmp_path):
     assert result.returncode == 2 and "data.unwrap: 'q3' is not a coordinate" in result.stderr
     result = lagfit("data=trajectory", f"data.path={path}", "data.trim=[-1,0]")
     assert result.returncode == 2 and "data.trim: must be [start, end]" in result.stderr
+
+
+def test_a_recording_of_t_and_theta_fits_end_to_end(lagfit, tmp_path):
+    """The issue's user: a file with just t and an angle column fits (spline q̇, q̈), with
+    metrics name the derivative method."""
+    import json
+
+    t = np.arange(0, 6, 0.01)
+    w = np.sqrt(2.0)  # k/m = 2
+    rows = "".join(f"{x:.2f},{0.8 * np.cos(w * x) + 0.1 * np.sin(w * x):.17g}\n" for x in t)
+    path = write(tmp_path / "osc.csv", "time,theta\n" + rows)
+    result = lagfit(
+        "system=harmonic", "data=trajectory", f"data.path={path}", "data.time_column=time",
+        "data.columns={q0: theta}", "init.n_starts=2", "uncertainty=none", "uncertainty.profiles=false",
+        "report.figures=false",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["derivatives"] == "spline" and metrics["data"] == "trajectory"
+    assert metrics["ratios"]["k/m"]["estimate"] == pytest.approx(2.0, rel=1e-7)

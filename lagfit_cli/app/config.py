@@ -546,6 +546,8 @@ def validate_data(cfg: DictConfig) -> None:
     if cfg.data.outliers is not None:
         _check_positive("data.outliers", cfg.data.outliers)
     _check_choice("derivatives.name", cfg.derivatives.name, {"spline", "savgol", "finite_difference", "weak"})
+    if cfg.data.name == "trajectory" and cfg.noise.sigma > 0 and cfg.noise.apply_to != "inputs":
+        _fail("noise.apply_to", "data=trajectory estimates q̈ from the positions; noise can only go on the inputs (q, q̇)")
     if cfg.derivatives.name == "weak" and cfg.data.name == "trajectory" and cfg.optim.name != "lm":
         _fail("optim.name", "derivatives=weak is fitted with lm only (optim=lm)")
     if cfg.data.n_points < 1:

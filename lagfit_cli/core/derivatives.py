@@ -10,8 +10,7 @@ works per run and per coordinate, on the run's actual sample times.
     the noise σ̂ is estimated from the 6th differences of the samples (a robust MAD, where
     a smooth signal contributes (ωΔt)⁶ ≈ 0), and the spline's residual is set to it
     (Reinsch's discrepancy rule, FITPACK's ``s = n σ̂²``). Data exact to σ̂ ≤ ``EXACT_RTOL``
-    of their spread are interpolated (``make_interp_spline``, degree ``degree``; q̈ errors
-    O(Δt⁴)). ``smoothing: gcv`` uses scipy's ``make_smoothing_spline`` (cubic) with λ chosen
+    of their spread are interpolated (``make_interp_spline``, degree 7; q̈ errors O(Δt⁶)). ``smoothing: gcv`` uses scipy's ``make_smoothing_spline`` (cubic) with λ chosen
     by generalised cross-validation instead (slower: ~2 s per 1000 samples); a number sets σ.
 ``savgol``
     Savitzky–Golay (``scipy.signal.savgol_filter``, ``deriv=0, 1, 2``) with ``window``
@@ -51,6 +50,8 @@ from lagfit_cli.errors import ArgumentError
 EXACT_RTOL = 1e-7
 #: the order of the differences the noise is estimated from
 NOISE_DIFFERENCE = 6
+#: exact data are interpolated with a spline of this degree (q̈ errors O(Δt⁶))
+INTERP_DEGREE = 7
 
 #: run (t, q (n, D), qd or None, spec) -> (keep mask (n,), q, qd, qdd) at the run's samples
 Estimator = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], Mapping[str, Any]], tuple]
@@ -153,16 +154,16 @@ def smooth(t: np.ndarray, y: np.ndarray, spec: Mapping[str, Any]):
     spread = float(np.std(y))
     sigma = noise_level(y, t) if smoothing in (None, "auto") else float(smoothing)
     if sigma <= EXACT_RTOL * max(spread, np.finfo(float).tiny):
-        return make_interp_spline(t, y, k=degree)
+        return make_interp_spline(t, y, k=INTERP_DEGREE)
     return UnivariateSpline(t, y, k=degree, s=y.shape[0] * sigma**2)
 
 
 def _spline_min(spec) -> int:
-    return max(int(spec.get("degree", 5)) + 2, NOISE_DIFFERENCE + 3)
+    return max(INTERP_DEGREE + 2, NOISE_DIFFERENCE + 3)
 
 
 def _spline_edge(spec) -> int:
-    return 2 * int(spec.get("degree", 5))
+    return 2 * INTERP_DEGREE
 
 
 #: runs longer than this are splined in overlapping segments (FITPACK's knot search grows
@@ -232,7 +233,7 @@ def _check_degree(spec) -> None:
 
 
 # weak: q and q̇ as the spline gives them; the fit uses core.weak's residuals
-DERIVATIVES.register("weak")(Method(spline_derivatives, _spline_min, lambda spec: int(spec.get("degree", 5))))
+DERIVATIVES.register("weak")(Method(spline_derivatives, _spline_min, lambda spec: INTERP_DEGREE))
 
 
 # --------------------------------------------------------------------------- savgol

@@ -105,7 +105,7 @@ def fit_figures(
     label = f"{system.name}, σ = {cfg.noise.sigma:g}"
     best_theta = result.theta[result.best]
     source = (
-        f"data from {cfg.data.path}" if cfg.data.name == "csv"
+        f"data from {cfg.data.path}" if cfg.data.name in ("csv", "trajectory")
         else f"synthetic data, σ = {cfg.noise.sigma:g}"
     )
     if data.grid_shape is not None:
@@ -117,8 +117,9 @@ def fit_figures(
             data, predicted, f"{system.name}: fitted vs data q̈ ({source})"
         )}
 
-    # Figs. 3/8: paths of two parameters over their loss landscape
-    if pair is not None:
+    # Figs. 3/8: paths of two parameters over their loss landscape (the q̈ loss: not the
+    # landscape a weak-form fit descends, so not drawn for derivatives=weak)
+    if pair is not None and fitted.metrics.get("weak") is None:
         ix, iy = pair
         reference = fitted.truth if truth_known else best_theta
         theta_path = result.history.theta  # (T, B, P)
@@ -211,6 +212,7 @@ def fit_task(cfg: DictConfig) -> Report:
         **problem_metrics("fit", problem),
         **fitted.metrics,
         "data": cfg.data.name,
+        **({"derivatives": cfg.derivatives.name} if cfg.data.name == "trajectory" else {}),
         "noise_sigma": float(cfg.noise.sigma),
         "noise_apply_to": cfg.noise.apply_to,
     }
