@@ -37,7 +37,7 @@ def errors(spec, t=T, with_velocity=False):
 @pytest.mark.parametrize(
     "spec, qd_tol, qdd_tol, edge",
     [
-        ({"name": "spline"}, 1e-10, 1e-7, 10),              # exact samples: interpolated, degree 5
+        ({"name": "spline"}, 1e-10, 1e-8, 14),              # exact samples: interpolated, degree 7
         ({"name": "savgol", "window": 15, "order": 5}, 1e-8, 1e-5, 7),
         ({"name": "finite_difference"}, 1e-3, 1e-3, 2),    # O(Δt²)
     ],
