@@ -327,7 +327,6 @@ ARGUMENT_KEYS = {
     "unwrap": "data.unwrap",
     "trim": "data.trim",
     "scale": "data.scale",
-    "derivatives": "derivatives.name",
 }
 
 
@@ -450,6 +449,9 @@ def validate_names(cfg: DictConfig) -> None:
     _check_choice("task.name", cfg.task.name, TASKS)
     _check_choice("solver.name", cfg.solver.name, SOLVERS)
     _check_choice("data.name", cfg.data.name, DATASETS)
+    from lagfit_cli.core.derivatives import DERIVATIVES
+
+    _check_choice("derivatives.name", cfg.derivatives.name, DERIVATIVES)
     _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
 
 
@@ -545,7 +547,6 @@ def validate_data(cfg: DictConfig) -> None:
         _fail("data.trim", f"must be [start, end], seconds >= 0 dropped at each run's ends, got {trim}")
     if cfg.data.outliers is not None:
         _check_positive("data.outliers", cfg.data.outliers)
-    _check_choice("derivatives.name", cfg.derivatives.name, {"spline", "savgol", "finite_difference", "weak"})
     if cfg.data.name == "trajectory" and cfg.noise.sigma > 0 and cfg.noise.apply_to != "inputs":
         _fail("noise.apply_to", "data=trajectory estimates q̈ from the positions; noise can only go on the inputs (q, q̇)")
     if cfg.derivatives.name == "weak" and cfg.data.name == "trajectory" and cfg.optim.name != "lm":
