@@ -55,6 +55,9 @@ def test_unwrap_scale_trim_outliers_and_irregular_sampling(tmp_path):
     np.testing.assert_allclose(run.q[:, 0], np.sin(t[keep]), atol=1e-12)
     np.testing.assert_allclose(run.q[:, 1], angle[keep], atol=1e-12)
     assert any("irregular sampling" in w for w in traj.warnings)  # the dropped sample left a gap
+    assert not any("wrapped angle" in w for w in traj.warnings)
+    wrapped_only = read_trajectories(tmp_path / "rig.csv")
+    assert any("q0, q1 jump by more than π" in w and "data.unwrap=[q0,q1]" in w for w in wrapped_only.warnings)
 
 
 MALFORMED = {

@@ -148,6 +148,17 @@ def read_trajectories(
                 f"at least {min_samples} are needed",
             )
         processed.append(kept)
+    jumps = [
+        (run.name, i) for run in processed for i in range(dof)
+        if i not in unwrap_index and run.n_samples > 1 and np.abs(np.diff(run.q[:, i])).max() > np.pi
+    ]
+    if jumps:
+        names = sorted({f"q{i}" for _, i in jumps})
+        notes.append(
+            f"{', '.join(names)} jump{'s' if len(names) == 1 else ''} by more than π between two samples "
+            f"(first in run {jumps[0][0]!r}): a wrapped angle? data.unwrap=[{','.join(names)}] unwraps "
+            "it (positions in other units: ignore this, or set data.scale)"
+        )
     irregular = [run.name for run in processed if not is_regular(run.t)]
     if irregular:
         notes.append(
