@@ -148,3 +148,22 @@ def test_double_pendulum_from_positions_with_the_weak_form(lagfit, tmp_path, dp_
     assert metrics["weak"]["model"] == "weak-coefficients" and metrics["fit_ok"]
     assert set(metrics["ratios"]) == set(DP_RATIOS)
     assert metrics["max_ratio_rel_error"] < 1e-5, metrics["ratios"]
+
+
+def test_the_python_api_takes_trajectories_and_paths(tmp_path):
+    """lf.fit on a Trajectories or a trajectory CSV path, with derivatives= by name."""
+    import lagfit_cli as lf
+    from lagfit_cli.core.trajectory import Run, Trajectories
+
+    t = np.arange(0, 6, 0.01)
+    q = (0.8 * np.cos(math.sqrt(2.0) * t))[:, None]  # k/m = 2
+    options = dict(n_starts=2, uncertainty="none", profiles=False)
+    report = lf.fit("harmonic", Trajectories((Run(t, q),)), derivatives="weak", **options)
+    assert report.metrics["weak"]["model"] == "weak-linear"
+    assert report.values["k/m"] == pytest.approx(2.0, rel=1e-8)
+    path = tmp_path / "osc.csv"
+    path.write_text("t,q0\n" + "".join(f"{a:.2f},{b:.17g}\n" for a, b in zip(t, q[:, 0])))
+    report = lf.fit("harmonic", str(path), **options)  # spline by default
+    assert "weak" not in report.metrics and report.values["k/m"] == pytest.approx(2.0, rel=1e-7)
+    with pytest.raises(LagfitError, match="derivatives: is for time series"):
+        lf.fit("harmonic", {"q0": q[:, 0], "qd0": q[:, 0], "qdd0": q[:, 0]}, derivatives="weak", **options)
