@@ -230,7 +230,8 @@ class WeakModel:
         scale = float(matrix.abs().max()) * float(probe.abs().max()) + float(offset.abs().max())
         if not (math.isfinite(scale) and bool(torch.isfinite(check).all())):
             return None
-        if float((predicted - check).abs().max()) > LINEAR_RTOL * max(scale, 1e-300):
+        rtol = max(LINEAR_RTOL, 1e3 * torch.finfo(dtype).eps)  # float32 data round at 1e-7
+        if float((predicted - check).abs().max()) > rtol * max(scale, 1e-300):
             return None
         homogeneous = float(offset.abs().max()) <= 1e-12 * float(matrix.abs().max())
         if homogeneous:
