@@ -131,5 +131,5 @@ def test_a_recording_of_t_and_theta_fits_end_to_end(lagfit, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    assert metrics["derivatives"] == "spline" and metrics["data"] == "trajectory"
+    assert metrics["derivatives"] == "spline" and metrics["data"] == "trajectory" and metrics["n_runs"] == 1
     assert metrics["ratios"]["k/m"]["estimate"] == pytest.approx(2.0, rel=1e-7)

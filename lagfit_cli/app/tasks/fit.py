@@ -212,7 +212,8 @@ def fit_task(cfg: DictConfig) -> Report:
         **problem_metrics("fit", problem),
         **fitted.metrics,
         "data": cfg.data.name,
-        **({"derivatives": cfg.derivatives.name} if cfg.data.name == "trajectory" else {}),
+        **({"derivatives": cfg.derivatives.name, "n_runs": int(problem.data.run.max()) + 1}
+           if cfg.data.name == "trajectory" and problem.data.run is not None else {}),
         "noise_sigma": float(cfg.noise.sigma),
         "noise_apply_to": cfg.noise.apply_to,
     }
