@@ -15,7 +15,7 @@ help:
 	@echo "make test    install if needed, run the whole test suite"
 	@echo "make test-fast  the suite without the tests marked slow (wheel build, launcher sweeps)"
 	@echo "make smoke   the CI smoke experiment (exit non-zero if the fit misses the truth)"
-	@echo "make bench   the solver benchmark (benchmark.csv + Fig. 7) and the fit benchmark (outputs/fit_bench.csv)"
+	@echo "make bench   every benchmark, CSVs under outputs/ (solver + Fig. 7, fit, forces, simulate, ...; see docs/benchmarks.md)"
 	@echo "make clean   remove the venv, caches and run outputs"
 
 $(BIN)/python:
@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)
 	$(BIN)/python bench/fit_bench.py --out outputs/fit_bench.csv
 	$(BIN)/python bench/trajectory_bench.py --out outputs/trajectory_bench.csv
+	$(BIN)/python bench/forces_bench.py --out outputs/forces_bench.csv
+	$(BIN)/python bench/simulate_bench.py --out outputs/simulate_bench.csv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
