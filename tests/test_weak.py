@@ -167,3 +167,21 @@ def test_the_python_api_takes_trajectories_and_paths(tmp_path):
     assert "weak" not in report.metrics and report.values["k/m"] == pytest.approx(2.0, rel=1e-7)
     with pytest.raises(LagfitError, match="derivatives: is for time series"):
         lf.fit("harmonic", {"q0": q[:, 0], "qd0": q[:, 0], "qdd0": q[:, 0]}, derivatives="weak", **options)
+
+
+def test_damped_driven_oscillator_with_a_force_column_is_absolute():
+    """The built-in damped_oscillator (R = ½cq̇²) on the closed-form driven motion with its
+    force column: m, k, c themselves (the force fixes the scale), by weak and by spline."""
+    import lagfit_cli as lf
+    from lagfit_cli.core.trajectory import Run, Trajectories
+
+    t = np.arange(0, 10, 0.01)
+    runs = []
+    for k in range(2):
+        q, _ = driven_damped(t + 1.7 * k)
+        runs.append(Run(t, q[:, None], None, (0.8 * np.cos(1.3 * (t + 1.7 * k)))[:, None], str(k)))
+    for method in ("weak", "spline"):
+        report = lf.fit("damped_oscillator", Trajectories(tuple(runs)), derivatives=method,
+                        truth={"m": 1.5, "k": 6.0, "c": 0.4}, n_starts=2, uncertainty="none", profiles=False)
+        assert report.fit_ok and set(report.values) == {"m", "k", "c"}
+        assert report.metrics["max_ratio_rel_error"] < 1e-8, (method, report.metrics["ratios"])
