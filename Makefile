@@ -47,6 +47,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)
 	$(BIN)/python bench/fit_bench.py --out outputs/fit_bench.csv
+	$(BIN)/python bench/trajectory_bench.py --out outputs/trajectory_bench.csv
 	$(BIN)/python bench/forces_bench.py --out outputs/forces_bench.csv
 	$(BIN)/python bench/simulate_bench.py --out outputs/simulate_bench.csv
 

@@ -198,3 +198,15 @@ def run_task(*overrides: str):
     with process_state_restored():
         torch.set_num_threads(cfg.threads)
         return TASKS[cfg.task.name](cfg)
+
+
+@pytest.fixture(scope="session")
+def dp_trajectories():
+    """Three runs × 300 samples of the double pendulum, dt = 0.01 s, from scipy's DOP853 at
+    rtol 1e-12 on sympy's equations (tests/trajectory_data.py): positions only."""
+    from trajectory_data import double_pendulum_runs
+
+    from lagfit_cli.core.trajectory import Run, Trajectories
+
+    runs = double_pendulum_runs(3, 300)
+    return Trajectories(tuple(Run(t, q, name=str(i)) for i, (t, q, _) in enumerate(runs)))

@@ -61,12 +61,47 @@ class DataConf:
     #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta};
     #: untyped and null by default (checked by validate) so a mapping of new keys can be given
     columns: Any = None
+    # data=trajectory (docs/trajectories.md): time series, q̇ and q̈ by the derivatives group
+    #: the time column's name in the file
+    time_column: str = "t"
+    #: the column that says which run a row belongs to (used when the file has it)
+    run_column: Optional[str] = "run"
+    #: coordinates (lagfit names, [q1]) recorded as wrapped angles: numpy.unwrap per run
+    unwrap: list[str] = field(default_factory=list)
+    #: [start, end]: seconds dropped at each run's start and end
+    trim: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    #: a number, or {q0: factor, ...}, multiplying positions and velocities (units)
+    scale: Any = None
+    #: drop samples more than this many robust σ from the running median (null: keep all)
+    outliers: Optional[float] = None
     #: synthetic data (grid, uniform): a random applied generalised force per state, uniform
     #: in [low, high], on the coordinates in force_coords (null: all); null = no force
     force: Optional[list[float]] = None
     force_coords: Optional[list[int]] = None
     #: synthetic data for a time-dependent system: each state's time, uniform in these bounds
     t_bounds: list[float] = field(default_factory=lambda: [0.0, 10.0])
+
+
+@dataclass
+class DerivativesConf:
+    """How q̇ and q̈ are estimated from time series (data=trajectory; docs/trajectories.md)."""
+
+    #: spline | savgol | finite_difference | weak
+    name: str = "spline"
+    #: samples dropped at each end of each run (null: the method's default)
+    edge: Optional[int] = None
+    #: spline/weak: auto (noise from the data) | gcv | the positions' noise σ (a number)
+    smoothing: Any = "auto"
+    #: spline/weak: the spline's degree (5: q̈ a smooth cubic; 3)
+    degree: int = 5
+    #: savgol: window (odd, samples); weak: samples per test function
+    window: int = 15
+    #: savgol: the polynomial order
+    order: int = 5
+    #: weak: fraction of a window shared with the next
+    overlap: float = 0.5
+    #: weak: p of the test function (1 − s²)^p
+    power: int = 8
 
 
 @dataclass
@@ -205,6 +240,7 @@ class LagfitConf:
     optim: OptimConf = field(default_factory=OptimConf)
     solver: SolverConf = field(default_factory=SolverConf)
     uncertainty: UncertaintyConf = field(default_factory=UncertaintyConf)
+    derivatives: DerivativesConf = field(default_factory=DerivativesConf)
     #: the task's own settings: one of TASK_SCHEMAS, chosen by conf/task/NAME.yaml
     task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
@@ -350,6 +386,9 @@ ARGUMENT_KEYS = {
     "task": "task.name",
     "uncertainty": "uncertainty.name",
     "n_boot": "uncertainty.n_boot",
+    "unwrap": "data.unwrap",
+    "trim": "data.trim",
+    "scale": "data.scale",
     # task=simulate (core.simulate's arguments)
     "initial_states": "task.initial_states",
     "n_runs": "task.n_runs",
@@ -492,6 +531,9 @@ def validate_names(cfg: DictConfig) -> None:
     _check_choice("task.name", cfg.task.name, TASKS)
     _check_choice("solver.name", cfg.solver.name, SOLVERS)
     _check_choice("data.name", cfg.data.name, DATASETS)
+    from lagfit_cli.core.derivatives import DERIVATIVES
+
+    _check_choice("derivatives.name", cfg.derivatives.name, DERIVATIVES)
     _check_choice("noise.apply_to", cfg.noise.apply_to, NOISE_TARGETS)
 
 
@@ -621,6 +663,15 @@ def validate_data(cfg: DictConfig) -> None:
             "data.columns",
             f"must map lagfit's column names to the file's, e.g. {{q0: theta}}; got {columns!r}",
         )
+    trim = list(cfg.data.trim)
+    if len(trim) != 2 or any(not (math.isfinite(v) and v >= 0) for v in trim):
+        _fail("data.trim", f"must be [start, end], seconds >= 0 dropped at each run's ends, got {trim}")
+    if cfg.data.outliers is not None:
+        _check_positive("data.outliers", cfg.data.outliers)
+    if cfg.data.name == "trajectory" and cfg.noise.sigma > 0 and cfg.noise.apply_to != "inputs":
+        _fail("noise.apply_to", "data=trajectory estimates q̈ from the positions; noise can only go on the inputs (q, q̇)")
+    if cfg.derivatives.name == "weak" and cfg.data.name == "trajectory" and cfg.optim.name != "lm":
+        _fail("optim.name", "derivatives=weak is fitted with lm only (optim=lm)")
     if cfg.data.n_points < 1:
         _fail("data.n_points", f"must be at least 1, got {cfg.data.n_points}")
     unknown = [name for name, value in (cfg.system.params or {}).items() if value is None]

@@ -6,3 +6,4 @@ from lagfit_cli.core import registry  # noqa: F401
 from lagfit_cli.core import systems, expressions  # noqa: F401
 from lagfit_cli.core import solvers  # noqa: F401
 from lagfit_cli.core import data, datafile  # noqa: F401
+from lagfit_cli.core import trajectory_file, derivatives  # noqa: F401  data=trajectory

@@ -66,6 +66,7 @@ from lagfit_cli.core.solvers.jacobian import ResidualModel, coefficient_jacobian
 from lagfit_cli.core.starts import initial_guesses
 from lagfit_cli.core.step_size import auto_lr
 from lagfit_cli.core.systems import SYSTEMS, ParameterRatio, System, build_system
+from lagfit_cli.core.weak import WeakModel, WeakOptions
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: reported values of starts at the best loss agree when within this relative distance
@@ -121,6 +122,9 @@ class FitOptions:
     n_boot: int = 200
     #: profiles of the loss along each identifiable value (``core.profiles``): K LM batches
     profiles: bool = True
+    #: fit the weak form of the Euler–Lagrange equation (``core.weak``, ``derivatives=weak``)
+    #: instead of q̈: needs data with times (``data=trajectory``); None = the q̈ residuals
+    weak: Optional[WeakOptions] = None
 
     @property
     def n_iters(self) -> int:
@@ -374,6 +378,7 @@ def fit(
     truth: Optional[Mapping[str, float]] = None,
     gauge: Optional[str] = None,
     on_iteration: Optional[Callable[[int, Tensor], None]] = None,
+    derivatives: Union[str, Mapping[str, Any], None] = None,
     dissipation: Optional[str] = None,
     **options: Any,
 ) -> FitReport:
@@ -383,7 +388,11 @@ def fit(
         system: a built-in name (``"double_pendulum"``), an expression in q0.., qd0..
             (``"0.5*m*qd**2 - 0.5*k*q**2"``, with ``params``), or a ``System``.
         data: a ``Dataset`` (e.g. from :func:`read_csv`), or a dict / DataFrame of arrays
-            named q0.., qd0.., qdd0.. (optionally applied forces Q0.. and times t).
+            named q0.., qd0.., qdd0.. (optionally applied forces Q0.. and times t); or time series: ``Trajectories`` or the path (or glob)
+            of a trajectory CSV (``core.trajectory_file``; docs/trajectories.md).
+        derivatives: for time series, how q̇, q̈ are estimated: ``"spline"`` (default),
+            ``"savgol"``, ``"finite_difference"`` or ``"weak"`` (no q̈: the weak form), or a
+            mapping with the keys of ``conf/derivatives`` (``{"name": "savgol", "window": 31}``).
         params: for an expression, its parameters in order, each a known value or None.
         truth: known true values to report errors against (nothing else is a truth).
         gauge: the parameter ratios are reported against (where the data allow).
@@ -395,12 +404,41 @@ def fit(
     unknown = sorted(set(options) - set(FitOptions.__dataclass_fields__))
     if unknown:
         raise ArgumentError(unknown[0], f"not an option of fit; options: {', '.join(FitOptions.__dataclass_fields__)}")
-    opts = FitOptions(**options)
     built = as_system(system, params, dissipation)
-    dataset = as_dataset(data, built.dof)
+    dataset, weak = _time_series(data, built.dof, derivatives)
+    if weak is not None:
+        options.setdefault("weak", weak)
+    opts = FitOptions(**options)
+    if dataset is None:
+        dataset = as_dataset(data, built.dof)
     if dataset.dof != built.dof:
         raise ArgumentError("data", f"has {dataset.dof} coordinates, the system {built.dof}")
     return fit_dataset(built, dataset, _truth(built, params, truth), opts, gauge=gauge, on_iteration=on_iteration)
+
+
+def _time_series(data: Any, dof: int, derivatives) -> tuple[Optional[Dataset], Optional[WeakOptions]]:
+    """(Dataset, weak options) for Trajectories or a trajectory file; (None, None) otherwise."""
+    from lagfit_cli.core.derivatives import estimate_dataset, required_samples
+    from lagfit_cli.core.trajectory import Trajectories
+    from lagfit_cli.core.trajectory_file import read_trajectories
+
+    spec = {"name": derivatives or "spline"} if not isinstance(derivatives, Mapping) else dict(derivatives)
+    spec.setdefault("name", "spline")
+    if spec["name"] == "weak":
+        spec.setdefault("window", WeakOptions.window)
+    if isinstance(data, (str, Path)):
+        need, _, why = required_samples(spec)
+        data = read_trajectories(data, dof=dof, min_samples=need, need_text=why)
+    if not isinstance(data, Trajectories):
+        if derivatives is not None:
+            raise ArgumentError("derivatives", "is for time series (Trajectories or a trajectory CSV path)")
+        return None, None
+    if data.dof != dof:
+        raise ArgumentError("data", f"has {data.dof} coordinates, the system {dof}")
+    weak = None
+    if spec["name"] == "weak":
+        weak = WeakOptions(**{k: spec[k] for k in ("window", "overlap", "power") if k in spec})
+    return estimate_dataset(data, spec), weak
 
 
 def check_options(opts: FitOptions) -> None:
@@ -469,6 +507,8 @@ def fit_dataset(
         truth: (P,) float64, NaN where unknown.
     """
     check_options(opts)
+    if opts.weak is not None and opts.optimizer != "lm":
+        raise ArgumentError("optimizer", "the weak form (derivatives=weak) is fitted with lm only")
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
@@ -484,9 +524,12 @@ def fit_dataset(
             )
             gauge = None
     started = time.perf_counter()
-    model = make_residual_model(
-        system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile), t=data.t, Q=data.Q
-    )
+    if opts.weak is not None:
+        model = WeakModel(system, data, opts.weak)
+    else:
+        model = make_residual_model(
+            system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile), t=data.t, Q=data.Q
+        )
 
     # starts: the box is centred on the truth where one is known (the report's method)
     center = torch.full((system.n_params,), float(opts.init_center), dtype=torch.float64)
@@ -505,7 +548,10 @@ def fit_dataset(
             theta0 = torch.cat([theta0, exact[None]])
 
     if opts.optimizer == "lm":
-        floor = 0.5 * model.n_residuals * (64 * torch.finfo(dtype).eps * _rms(data.qdd)) ** 2
+        scale = _rms(data.qdd)
+        if opts.weak is not None:  # the weak terms' own scale at the starts
+            scale = float(np.median([model.reference_rms(th) for th in theta0[-4:]]))
+        floor = 0.5 * model.n_residuals * (64 * torch.finfo(dtype).eps * scale) ** 2
         result = levenberg_marquardt(
             model, theta0, _free(system, gauge, device), iters=opts.n_iters,
             ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol, floor=floor, on_iteration=on_iteration,
@@ -519,8 +565,12 @@ def fit_dataset(
     ident = identifiability(system, jacobian[0], result.theta[best], gauge)
     ratios = ident.ratios
     warnings: list[str] = notes
-    metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
-    _check_missing_friction(data, residual[0], metrics, warnings, system.dissipation is not None)
+    reference = model.reference_rms(result.theta[best]) if opts.weak is not None else None
+    metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, reference)
+    if opts.weak is not None:
+        metrics["weak"] = model.info()
+    else:  # compares q̈ residuals with q̇ (not the weak form's residuals)
+        _check_missing_friction(data, residual[0], metrics, warnings, system.dissipation is not None)
     metrics["applied_force"] = forced
     metrics["dissipation"] = system.dissipation is not None
     metrics["time_dependent"] = system.time_dependent
@@ -593,7 +643,8 @@ def _uncertainty(system, data, model, opts, theta, ratios, residual, jacobian, g
         return covariance_uncertainty(system, ratios, theta, residual, jacobian, free)
     if opts.uncertainty == "bootstrap":
         return bootstrap_uncertainty(
-            system, ratios, model, theta, free, data.n_points, data.dof, opts.n_boot, opts.seed,
+            system, ratios, model, theta, free, getattr(model, "n_rows", data.n_points), data.dof,
+            opts.n_boot, opts.seed,
             iters=opts.n_iters if opts.optimizer == "lm" else DEFAULT_ITERS["lm"],
             ftol=opts.ftol, xtol=opts.xtol, gtol=opts.gtol,
         )
@@ -733,7 +784,9 @@ def _match_coefficients(of_params, c: Tensor, homogeneous: bool, theta0: Tensor,
 # --------------------------------------------------------------------------- verdict
 
 
-def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) -> dict[str, Any]:
+def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, reference=None) -> dict[str, Any]:
+    """``reference``: the RMS the residual is judged against (None: q̈'s; the weak form's
+    inertial term for ``FitOptions.weak``)."""
     names = system.param_names
     best = result.best
     theta_best = result.theta[best]
@@ -757,7 +810,8 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) 
     known_errors = [v["rel_error"] for v in reported.values() if v["rel_error"] is not None]
     counts = {status: result.status.count(status) for status in STATUSES}
     minima = _minima(system, ratios, result, identifiable)
-    qdd_rms = _rms(data.qdd)
+    qdd_rms = _rms(data.qdd) if reference is None else reference
+    of_what = "q̈'s RMS" if reference is None else "the weak-form terms' RMS"
     residual_rms = math.sqrt(max(float(result.loss[best]), 0.0))
     relative_residual = residual_rms / qdd_rms if qdd_rms > 0 else math.inf
 
@@ -786,7 +840,7 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings) 
         )
     if relative_residual > ADEQUACY_WARN and best_ok:
         warnings.append(
-            f"the model leaves {relative_residual:.1%} of q̈'s RMS unexplained (residual RMS "
+            f"the model leaves {relative_residual:.1%} of {of_what} unexplained (residual RMS "
             f"{residual_rms:.3g}): noise in the data, or a missing term (damping, a force)"
         )
     check_warnings = _mass_matrix_warnings(system, data, theta_best)

@@ -41,6 +41,8 @@ class Trajectories:
     runs: tuple[Run, ...]
     #: the user's names for the coordinates, for tables and figures (defaults q0, q1, …)
     coordinate_names: tuple[str, ...] = field(default=())
+    #: what reading noticed and warned about (irregular sampling, dropped outliers)
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def dof(self) -> int:

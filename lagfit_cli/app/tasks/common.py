@@ -60,6 +60,8 @@ def prepare_problem(cfg: DictConfig) -> Problem:
     center64 = torch.where(torch.isnan(truth64), float(cfg.init.center), truth64)
     solver = make_solver(cfg.solver.name, cfg.solver.compile)
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
+    if "derivatives" in cfg:  # data=trajectory estimates q̇, q̈ as the derivatives group says
+        data_spec["derivatives"] = OmegaConf.to_container(cfg.derivatives, resolve=True)
     request = DataRequest(data_spec, system, truth64, solver, generator(cfg.seed, "data"))
     clean64 = build_dataset(request)
     # synthetic data were checked at the truth before their targets were made

@@ -64,7 +64,18 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         n_boot=cfg.uncertainty.n_boot,
         # the profiles belong to task=fit's own fit (not landscape's gd paths)
         profiles=bool(cfg.uncertainty.profiles) and optimizer is None and cfg.task.name == "fit",
+        weak=weak_options(cfg) if optimizer is None else None,
     )
+
+
+def weak_options(cfg: DictConfig):
+    """The weak form's test functions when derivatives=weak fits a time series, else None."""
+    from lagfit_cli.core.weak import WeakOptions
+
+    d = cfg.get("derivatives")
+    if d is None or d.name != "weak" or cfg.data.name != "trajectory":
+        return None
+    return WeakOptions(window=d.window, overlap=d.overlap, power=d.power)
 
 
 def run_fit(cfg: DictConfig, problem: Problem, optimizer: str | None = None) -> FitReport:
@@ -95,7 +106,7 @@ def fit_figures(
         f"{system.name}, measured data")
     best_theta = result.theta[result.best]
     source = (
-        f"data from {cfg.data.path}" if cfg.data.name == "csv"
+        f"data from {cfg.data.path}" if cfg.data.name in ("csv", "trajectory")
         else f"synthetic data, σ = {cfg.noise.sigma:g}"
     )
     columns = dict(cfg.data.columns) if cfg.data.name == "csv" and cfg.data.get("columns") else None
@@ -108,8 +119,9 @@ def fit_figures(
             data, predicted, f"{system.name}: fitted vs data q̈ ({source})", columns
         )}
 
-    # Figs. 3/8: paths of two parameters over their loss landscape
-    if pair is not None:
+    # Figs. 3/8: paths of two parameters over their loss landscape (the q̈ loss: not the
+    # landscape a weak-form fit descends, so not drawn for derivatives=weak)
+    if pair is not None and fitted.metrics.get("weak") is None:
         from lagfit_cli.app.tasks.landscape import singular_cells, slice_note
 
         ix, iy = pair
@@ -207,6 +219,8 @@ def fit_task(cfg: DictConfig) -> Report:
         **problem_metrics("fit", problem),
         **fitted.metrics,
         "data": cfg.data.name,
+        **({"derivatives": cfg.derivatives.name, "n_runs": int(problem.data.run.max()) + 1}
+           if cfg.data.name == "trajectory" and problem.data.run is not None else {}),
         "noise_sigma": float(cfg.noise.sigma),
         "noise_apply_to": cfg.noise.apply_to,
     }
