@@ -60,6 +60,7 @@ from lagfit_cli.core.uncertainty import (
     none_uncertainty,
 )
 from lagfit_cli.core.lm import levenberg_marquardt
+from lagfit_cli.core.eiv import check_estimator, estimate
 from lagfit_cli.core.random import generator
 from lagfit_cli.core.solvers import check_mass_matrix, make_loss_and_grad
 from lagfit_cli.core.solvers.jacobian import ResidualModel, coefficient_jacobian, make_residual_model
@@ -118,6 +119,13 @@ class FitOptions:
     n_boot: int = 200
     #: profiles of the loss along each identifiable value (``core.profiles``): K LM batches
     profiles: bool = True
+    #: ls (least squares on q̈, the default) | eiv (errors in variables: orthogonal distance
+    #: regression, ``core.eiv``) | tls (bias-corrected equation error, L linear in θ or c(θ))
+    estimator: str = "ls"
+    #: the noise σ on q, q̇, q̈ that eiv/tls assume: a number >= 0 or "auto" (``core.eiv``)
+    sigma_q: Union[float, str, None] = None
+    sigma_qd: Union[float, str, None] = None
+    sigma_qdd: Union[float, str, None] = None
 
     @property
     def n_iters(self) -> int:
@@ -389,6 +397,7 @@ def check_options(opts: FitOptions) -> None:
         raise ArgumentError("dtype", f"must be float32 or float64, got {opts.dtype!r}")
     if not (math.isfinite(opts.init_width) and opts.init_width >= 0):
         raise ArgumentError("init_width", f"must be a finite number >= 0, got {opts.init_width}")
+    check_estimator(opts)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -446,6 +455,11 @@ def fit_dataset(
         )
     else:
         result = _gradient_descent(system, data, truth, opts, theta0, on_iteration)
+    estimated = None
+    if opts.estimator != "ls":
+        ls_result = result
+        estimated = estimate(system, data, model, result, _free(system, gauge, device), opts)
+        result = estimated.result
     fit_s = time.perf_counter() - started
 
     best = result.best
@@ -455,7 +469,13 @@ def fit_dataset(
     warnings: list[str] = []
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
     started = time.perf_counter()
-    uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
+    if estimated is not None:
+        uncertainty = estimated.uncertainty(system, ratios, result.theta[best], opts)
+        metrics["estimator"] = estimated.metrics(system, ratios, ls_result, truth)
+        warnings.extend(estimated.warnings)
+    else:
+        uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
+        metrics["estimator"] = {"name": "ls"}
     metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
     metrics["uncertainty_s"] = time.perf_counter() - started
     warnings.extend(uncertainty.warnings)
