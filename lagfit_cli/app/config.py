@@ -122,6 +122,18 @@ class UncertaintyConf:
 
 
 @dataclass
+class EstimatorConf:
+    #: ls (least squares on q̈, the default) | eiv (errors in variables: orthogonal distance
+    #: regression) | tls (bias-corrected equation error; L linear in θ or c(θ))
+    name: str = "ls"
+    #: the noise σ on q, q̇, q̈ that eiv / tls assume: a number >= 0, "auto" (time-ordered
+    #: data), or null = the noise config's for synthetic data. Untyped: checked by validate
+    sigma_q: Any = None
+    sigma_qd: Any = None
+    sigma_qdd: Any = None
+
+
+@dataclass
 class SolverConf:
     name: str = "fast"
     #: torch.compile the solver: auto (only when the work repays the compile), true, false
@@ -173,6 +185,7 @@ class LagfitConf:
     optim: OptimConf = field(default_factory=OptimConf)
     solver: SolverConf = field(default_factory=SolverConf)
     uncertainty: UncertaintyConf = field(default_factory=UncertaintyConf)
+    estimator: EstimatorConf = field(default_factory=EstimatorConf)
     #: the task's own settings: one of TASK_SCHEMAS, chosen by conf/task/NAME.yaml
     task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
@@ -288,6 +301,10 @@ ARGUMENT_KEYS = {
     "task": "task.name",
     "uncertainty": "uncertainty.name",
     "n_boot": "uncertainty.n_boot",
+    "estimator": "estimator.name",
+    "sigma_q": "estimator.sigma_q",
+    "sigma_qd": "estimator.sigma_qd",
+    "sigma_qdd": "estimator.sigma_qdd",
 }
 
 
@@ -348,6 +365,7 @@ def validate_static(cfg: DictConfig) -> None:
     _check_choice("uncertainty.name", cfg.uncertainty.name, {"covariance", "bootstrap", "none"})
     if cfg.uncertainty.n_boot < 2:
         _fail("uncertainty.n_boot", f"must be at least 2, got {cfg.uncertainty.n_boot}")
+    _check_estimator(cfg)
     _check_positive("init.decades", cfg.init.decades, strict=False)
     for key in ("ftol", "xtol", "gtol"):
         _check_positive(f"optim.{key}", cfg.optim[key], strict=False)
@@ -453,6 +471,21 @@ def _check_lr(cfg: DictConfig) -> None:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
         _fail("optim.lr", f"must be a finite number > 0 or 'auto', got {lr!r}")
     _check_positive("optim.lr", float(lr))
+
+
+ESTIMATOR_NAMES = ("ls", "eiv", "tls")
+
+
+def _check_estimator(cfg: DictConfig) -> None:
+    """estimator.name, and each σ: null, auto, or a finite number >= 0."""
+    _check_choice("estimator.name", cfg.estimator.name, ESTIMATOR_NAMES)
+    for key in ("sigma_q", "sigma_qd", "sigma_qdd"):
+        value = cfg.estimator[key]
+        if value is None or value == "auto":
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            _fail(f"estimator.{key}", f"must be a finite number >= 0, auto, or null (the noise config's), got {printable(str(value))!r}")
 
 
 def _check_range(key: str, value: Any) -> None:

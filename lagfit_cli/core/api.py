@@ -211,6 +211,13 @@ class FitReport:
                 f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| "
                 f"{m['auto_max_grad_norm']:.4g}, longest first step ≤ {m['auto_target_step']:.4g})"
             )
+        est = m.get("estimator") or {}
+        if est.get("name", "ls") != "ls":
+            plain = ", ".join(f"{k} = {v:.6g}" for k, v in est.get("ls_estimates", {}).items())
+            lines.append(
+                f"  estimator {est['name']} (σ_q = {est['sigma_q']:g}, σ_qd = {est['sigma_qd']:g}, "
+                f"σ_qdd = {est['sigma_qdd']:g}); least squares gave {plain}"
+            )
         errors = (m.get("uncertainty") or {}).get("values", {})
         for label, r in m["ratios"].items():
             truth = (
@@ -480,7 +487,8 @@ def fit_dataset(
     metrics["uncertainty_s"] = time.perf_counter() - started
     warnings.extend(uncertainty.warnings)
     profiles = None
-    if opts.profiles:
+    # the profiles are of the least-squares loss: an eiv/tls estimate is not its minimum
+    if opts.profiles and estimated is None:
         started = time.perf_counter()
         profiles = profile_values(
             system, ratios, model, result.theta[best], _free(system, gauge, device),
