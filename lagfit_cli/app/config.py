@@ -236,6 +236,9 @@ class NoiseStudyTaskConf(LandscapeTaskConf):
     slice_halfwidth: float = MISSING
     threshold_fraction: float = MISSING
     show_sigma: float = MISSING
+    #: fit every noisy copy with each of these estimators (ls | eiv | tls): the error of
+    #: the fitted values vs σ (noise_estimators.csv, fig noise_estimators); [] = none
+    estimators: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -519,6 +522,8 @@ def validate_task(task: DictConfig) -> None:
         _check_positive("task.slice_halfwidth", task.slice_halfwidth)
         _check_positive("task.threshold_fraction", task.threshold_fraction)
         _check_positive("task.show_sigma", task.show_sigma)
+        for name in task.get("estimators") or []:
+            _check_choice("task.estimators", name, ESTIMATOR_NAMES)
     if "methods" in task:
         validate_benchmark(task)
 
