@@ -3,6 +3,7 @@
 equation error), on data lagfit never made (sympy-derived q̈, tests/sympy_eom.py).
 
     .venv/bin/python bench/eiv_bench.py [--out outputs/eiv_bench.csv] [--quick] [--skip-large]
+                                        [--cases double_pendulum_50000,...]
 
 Cases (the issue's goals; signed relative errors, medians over seeds):
 
@@ -16,7 +17,8 @@ Cases (the issue's goals; signed relative errors, medians over seeds):
   eiv / ls ≤ 10 (the harmonic σ = 0.3 rows, warm process); scipy.odr on the same data.
 
 Writes ``--out`` (one row per case × estimator × ratio: median signed error, scatter, goal,
-pass) and ``<out stem>_runs.csv`` (one row per fit).
+pass), ``<out stem>_runs.csv`` (one row per fit) and ``<out stem>.png`` (the harmonic
+oscillator's error vs σ per estimator, bands over seeds: ``io/estimator_plots.py``).
 """
 
 from __future__ import annotations
@@ -175,12 +177,28 @@ def scipy_odr_time(sigma=0.3) -> float:
     return statistics.median(times)
 
 
+def figure(runs: pd.DataFrame, path: Path) -> None:
+    """The harmonic oscillator's signed k/m error vs σ, one line per estimator, min–max bands."""
+    from lagfit_cli.io.estimator_plots import estimator_error_figure, save
+
+    table = runs[runs["case"].str.startswith("harmonic_grid")]
+    if len(table):
+        save(estimator_error_figure(table, "Harmonic oscillator, 100 × 100 grid, noise σ on q and q̇ "
+                                    f"(clean q̈): k/m error, {table['seed'].nunique()} seeds"), path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/eiv_bench.csv")
     parser.add_argument("--quick", action="store_true", help="3 seeds, no 50 000-state run")
     parser.add_argument("--skip-large", action="store_true", help="no 50 000-state double pendulum")
+    parser.add_argument("--cases", default="", help="comma-separated case names to (re)run; the other "
+                        "cases' rows are kept from an earlier <out stem>_runs.csv")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    runs_path = out.with_name(out.stem + "_runs.csv")
+    only = [c for c in args.cases.split(",") if c]
+    wanted = lambda case: not only or case in only  # noqa: E731
     import torch
 
     torch.set_num_threads(1)
@@ -190,24 +208,30 @@ def main(argv=None) -> None:
     q, qd, qdd = clean_data("harmonic", 400, False, 0)
     for est in ESTIMATORS:
         fit_once("harmonic", columns(*noisy(q, qd, qdd, 0.1, ("q", "qd"), 99)), 0.1, ("q", "qd"), est)
-    for sigma in (0.1, 0.3, 1.0):
-        run_case(f"harmonic_grid_s{sigma:g}", "harmonic", 10000, True, sigma, ("q", "qd"), seeds, ESTIMATORS, rows)
-    for name in ("anharmonic", "pendulum"):
-        run_case(f"{name}_2500", name, 2500, False, 0.1, ("q", "qd"), range(3) if args.quick else range(10), ESTIMATORS, rows)
-    run_case("double_pendulum_2000", "double_pendulum", 2000, False, 0.1, ("q", "qd", "qdd"), seeds, ESTIMATORS, rows)
+    cases = [(f"harmonic_grid_s{sigma:g}", "harmonic", 10000, True, sigma, ("q", "qd"), seeds) for sigma in (0.1, 0.3, 1.0)]
+    cases += [(f"{name}_2500", name, 2500, False, 0.1, ("q", "qd"), range(3) if args.quick else range(10))
+              for name in ("anharmonic", "pendulum")]
+    cases.append(("double_pendulum_2000", "double_pendulum", 2000, False, 0.1, ("q", "qd", "qdd"), seeds))
     if not (args.quick or args.skip_large):
-        run_case("double_pendulum_50000", "double_pendulum", 50000, False, 0.1, ("q", "qd", "qdd"), [0], ESTIMATORS, rows)
-    runs = pd.DataFrame(rows)
+        cases.append(("double_pendulum_50000", "double_pendulum", 50000, False, 0.1, ("q", "qd", "qdd"), [0]))
+    kept = pd.read_csv(runs_path) if only and runs_path.exists() else pd.DataFrame()
+    if len(kept):
+        kept = kept[~kept["case"].isin(only)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        if wanted(case[0]):
+            run_case(*case, ESTIMATORS, rows)
+            pd.concat([kept, pd.DataFrame(rows)], ignore_index=True).to_csv(runs_path, index=False)
+    runs = pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
     summary = summarise(runs)
     summary = pd.concat([summary, pd.DataFrame(cost_rows(runs, scipy_odr_time()))], ignore_index=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out, index=False)
-    runs.to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
+    runs.to_csv(runs_path, index=False)
+    figure(runs, out.with_suffix(".png"))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary[["case", "estimator", "ratio", "seeds", "median_signed_error", "seed_scatter", "n_positive",
                        "median_fit_s", "goal", "pass"]].to_string(index=False))
-    print(f"wrote {out} and {out.with_name(out.stem + '_runs.csv')}")
+    print(f"wrote {out}, {runs_path} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ AUTO_ORDER = 4
 #: ``auto`` needs at least this many time-ordered samples per run
 AUTO_MIN_SAMPLES = 20
 #: Gauss–Newton steps of the per-point state problems per θ (variable projection), and their tolerance
-INNER_ITERS, INNER_TOL = 8, 1e-10
+INNER_ITERS, INNER_TOL, INNER_FTOL = 10, 1e-7, 1e-10
 #: relative step of the central differences for ∂f/∂z, ∂f/∂θ (``StateModel(exact=False)``)
 FD_STEP = 1e-5
 
@@ -230,30 +230,35 @@ class StateModel:
 
 
     def _differences(self, q: Tensor, qd: Tensor, theta: Tensor, with_theta: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        f = self.qdd(q, qd, theta)
-        d = q.shape[-1]
-        columns = []
-        for which, base in ((0, q), (1, qd)):
-            for k in range(d):
-                h = FD_STEP * (1.0 + base[..., k].abs())
-                shifted = []
-                for sign in (1.0, -1.0):
-                    moved = base.clone()
-                    moved[..., k] += sign * h
-                    args = (moved, qd) if which == 0 else (q, moved)
-                    shifted.append(self.qdd(*args, theta))
-                columns.append((shifted[0] - shifted[1]) / (2 * h[..., None]))
-        jz = torch.stack(columns, dim=-1)
-        if not with_theta:
+        """Central differences, every shifted copy evaluated in one batched call."""
+        b, n, d = q.shape
+        state = torch.cat([q, qd], dim=-1)  # (B, N, 2D)
+        h = FD_STEP * (1.0 + state.abs())
+        eye = torch.eye(2 * d, dtype=q.dtype, device=q.device)
+        shift = eye[:, None, None, :] * h[None]  # (2D, B, N, 2D)
+        moved = torch.cat([state[None] + shift, state[None] - shift])  # (4D, B, N, 2D)
+        thetas = [theta.expand(4 * d, b, -1).reshape(-1, theta.shape[1])]
+        states = [moved.reshape(-1, n, 2 * d)]
+        p = theta.shape[1] if with_theta else 0
+        if p:
+            ht = FD_STEP * (1.0 + theta.abs())  # (B, P)
+            eye_p = torch.eye(p, dtype=theta.dtype, device=theta.device)
+            tshift = eye_p[:, None, :] * ht[None]  # (P, B, P)
+            thetas.append(torch.cat([theta[None] + tshift, theta[None] - tshift]).reshape(-1, p))
+            states.append(state.expand(2 * p, b, n, 2 * d).reshape(-1, n, 2 * d))
+        thetas.append(theta)
+        states.append(state)
+        all_states = torch.cat(states)
+        values = self.qdd(all_states[..., :d].contiguous(), all_states[..., d:].contiguous(), torch.cat(thetas))
+        k = 4 * d * b
+        fz = values[:k].view(2, 2 * d, b, n, d)
+        jz = ((fz[0] - fz[1]) / (2 * h.permute(2, 0, 1)[..., None])).permute(1, 2, 3, 0)  # (B, N, D, 2D)
+        f = values[-b:]
+        if not p:
             return f, jz, None
-        cols = []
-        for j in range(theta.shape[1]):
-            h = FD_STEP * (1.0 + theta[:, j].abs())
-            up, down = theta.clone(), theta.clone()
-            up[:, j] += h
-            down[:, j] -= h
-            cols.append((self.qdd(q, qd, up) - self.qdd(q, qd, down)) / (2 * h[:, None, None]))
-        return f, jz, torch.stack(cols, dim=-1)
+        ft = values[k : k + 2 * p * b].view(2, p, b, n, d)
+        jt = ((ft[0] - ft[1]) / (2 * ht.T[:, :, None, None])).permute(1, 2, 3, 0)  # (B, N, D, P)
+        return f, jz, jt
 
 
 # --------------------------------------------------------------------------- ODR
@@ -348,6 +353,12 @@ def orthogonal_distance(
                 if bool(better.all()):
                     break
             if float((u_ - start).abs().max()) <= INNER_TOL * (1.0 + float(u_.abs().max())):
+                break
+            # or the misfit no longer changes: what the outer step's acceptance sees
+            q_, qd_ = states(u_)
+            now = ((model.qdd(q_, qd_, theta_) - target) / s).square().sum(-1) + u_.square().sum(-1)
+            total_before, total_now = float((w_ * before).sum()), float((w_ * now).sum())
+            if total_before - total_now <= INNER_FTOL * total_now:
                 break
         return u_
 
