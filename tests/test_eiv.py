@@ -137,3 +137,21 @@ def test_bad_sigma_is_one_line_error(lagfit, override, message):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_noise_study_sweeps_the_estimators(lagfit):
+    import json
+
+    import pandas as pd
+
+    result = lagfit("task=noise_study", "data.n=12", "task.sigmas=[0.1,0.3]", "task.realizations=2",
+                    "task.resolution=6", "task.slice_points=5", "init.n_starts=2", "report.dpi=30",
+                    "task.estimators=[ls,eiv]")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(result.run_dir / "noise_estimators.csv")
+    assert len(table) == 2 * 2 * 2 and set(table["estimator"]) == {"ls", "eiv"}
+    ls = table[table.estimator == "ls"].groupby("sigma")["signed_rel_error"].median()
+    eiv = table[table.estimator == "eiv"].groupby("sigma")["signed_rel_error"].median()
+    assert ls[0.3] < -0.1 and abs(eiv[0.3]) < abs(ls[0.3]) / 2  # the shrink, and its removal
+    assert (result.run_dir / "figures" / "noise_estimators.png").exists()
+    assert "eiv" in json.loads((result.run_dir / "metrics.json").read_text())["estimators"]

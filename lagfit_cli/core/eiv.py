@@ -659,10 +659,12 @@ def tls_theta(system: System, model, data: Dataset, sigmas: Sigmas, theta0: Tens
 ESTIMATOR_REGISTRY: Registry[Any] = Registry("estimator", "estimator")
 
 
+ESTIMATOR_REGISTRY.register("ls")(None)  # least squares: the fit itself, nothing to add
+
+
 def check_estimator(opts) -> None:
     """One clear error for a bad estimator or σ option (the Python API's names)."""
-    if opts.estimator != "ls":
-        ESTIMATOR_REGISTRY.lookup(opts.estimator)
+    ESTIMATOR_REGISTRY.lookup(opts.estimator)
     for key in SIGMA_KEYS:
         check_sigma(key, getattr(opts, key))
 
