@@ -22,8 +22,11 @@ noisy, that estimate is biased, not just scattered: for the harmonic oscillator 
     with U = Σ JθᵢᵀJθᵢ, Wᵢ = JθᵢᵀGᵢ, Vᵢ = GᵢᵀGᵢ + I (+ λ I), Gᵢ = ∂f/∂z · diag(σ_x)/s. Damping
     and acceptance are Levenberg–Marquardt's (``core.lm``: λ·max diag(U) on θ, λ·I on u,
     Nielsen's update). Everything is batched over points and starts: O(N) per iteration.
-    f, ∂f/∂z and ∂f/∂θ come from forward-mode autodiff of eq. 6 (``torch.func.jvp`` along
-    2D + P directions, block-diagonal across points), so any Lagrangian works.
+    f, ∂f/∂z and ∂f/∂θ come from central differences of eq. 6's eager solver, all shifted
+    copies in one batched call (``StateModel``; ``exact=True``: forward-mode autodiff along
+    2D + P directions, block-diagonal across points, 5× slower), so any Lagrangian works.
+    After each θ step the states are re-solved for that θ (variable projection: each
+    point's small problem by Gauss–Newton); without it the coupled problem creeps.
 
     **Clean q̈ (σ_qdd = 0).** Then the q̈ equation is a hard constraint. It is handled by a
     floor: s = max(σ_qdd, ``QDD_FLOOR`` · s_in), where s_in is the RMS q̈-scale noise the
@@ -42,7 +45,7 @@ noisy, that estimate is biased, not just scattered: for the harmonic oscillator 
 ``tls`` — bias-corrected equation error (L linear in θ or in coefficients c(θ))
     The equation-error system A c = b (``solvers.jacobian``) is built at the measured data;
     its rows carry noise whose covariance, to first order, is Cᵢ = Jᵢ Σ Jᵢᵀ (Jᵢ = ∂[Aᵢ bᵢ]/∂(q,
-    q̇, q̈) by forward-mode autodiff). With Z = [A, −b] and C = Σᵢ Cᵢ, the consistent estimate
+    q̇, q̈) by central differences). With Z = [A, −b] and C = Σᵢ Cᵢ, the consistent estimate
     is the generalised eigenvector of (ZᵀZ, C) with the smallest eigenvalue (the known-noise
     total least squares; for the harmonic oscillator exactly the classical correction
     AᵀA − Nσ²). The second-order mean shift of nonlinear features (E cos(q+δ) ≠ cos q) is
@@ -87,6 +90,8 @@ AUTO_MIN_SAMPLES = 20
 INNER_ITERS, INNER_TOL, INNER_FTOL = 10, 1e-7, 1e-10
 #: relative step of the central differences for ∂f/∂z, ∂f/∂θ (``StateModel(exact=False)``)
 FD_STEP = 1e-5
+#: the step of tls's first and second differences of the equation rows (relative)
+TLS_STEP = 1e-4
 
 
 @dataclass(frozen=True)
@@ -552,12 +557,12 @@ def _feature_system(system: System, model) -> tuple[System, Any]:
 
 def equation_rows(features: System, q: Tensor, qd: Tensor, qdd: Tensor) -> Tensor:
     """Z (N, D, K + 1): column k = Hₖ q̈ − rₖ (k < K), the last = H₀ q̈ − r₀ (L's θ-free part),
-    so that Z [c; 1] = H(c) q̈ − r(c) = 0 on exact data. Differentiable in the states."""
+    so that Z [c; 1] = H(c) q̈ − r(c) = 0 on exact data (values only)."""
     k = features.n_params
     n, d = q.shape
     theta = torch.cat([torch.zeros(1, k, dtype=q.dtype, device=q.device), torch.eye(k, dtype=q.dtype, device=q.device)])
     qs, qds = q.expand(k + 1, n, d).contiguous(), qd.expand(k + 1, n, d).contiguous()
-    hessian, rhs = euler_lagrange_terms(features.lagrangian, qs, qds, theta[:, None, :])
+    hessian, rhs = autograd_terms(features.lagrangian, qs, qds, theta[:, None, :])
     side = (hessian @ qdd[None, ..., None])[..., 0] - rhs  # (K + 1, N, D)
     columns = torch.cat([side[1:] - side[:1], side[:1]])
     return columns.permute(1, 2, 0)
@@ -567,8 +572,6 @@ def corrected_normal_matrices(features: System, data: Dataset, sigmas: Sigmas, w
     """ZᵀZ with Z's second-order mean shift removed, and C = Σ E[ΔzΔzᵀ] (first order):
     (K + 1, K + 1) each (K, K when L has no θ-free part), and whether it is homogeneous.
     ``weights`` (B, N) give B weighted copies: (B, K + 1, K + 1)."""
-    from torch.func import jvp, vmap
-
     q, qd, qdd = data.q, data.qd, data.qdd
     n, d = q.shape
     sig = torch.tensor([sigmas.q] * d + [sigmas.qd] * d + [sigmas.qdd] * d, dtype=q.dtype, device=q.device)
@@ -577,17 +580,17 @@ def corrected_normal_matrices(features: System, data: Dataset, sigmas: Sigmas, w
         return equation_rows(features, x[:, :d], x[:, d : 2 * d], x[:, 2 * d :])
 
     x = torch.cat([q, qd, qdd], dim=1)
-    with torch.no_grad():
-        z = rows(x)
-        noisy = (sig > 0).nonzero().flatten().tolist()
-        first, second = [], []
-        for j in noisy:
-            direction = torch.zeros_like(x)
-            direction[:, j] = 1.0
-            d1 = lambda y: jvp(rows, (y,), (direction,))[1]  # noqa: E731
-            value, curvature = jvp(d1, (x,), (direction,))
-            first.append(value * sig[j])
-            second.append(curvature * sig[j] ** 2)
+    z = rows(x)
+    first, second = [], []
+    # ∂Z/∂xⱼ and ∂²Z/∂xⱼ² by central differences (each point's row depends on its own state)
+    for j in (sig > 0).nonzero().flatten().tolist():
+        h = TLS_STEP * (1.0 + x[:, j].abs())[:, None, None]
+        up, down = x.clone(), x.clone()
+        up[:, j] += h[:, 0, 0]
+        down[:, j] -= h[:, 0, 0]
+        z_up, z_down = rows(up), rows(down)
+        first.append((z_up - z_down) / (2 * h) * sig[j])
+        second.append((z_up - 2 * z + z_down) / h**2 * sig[j] ** 2)
     if second:
         z = z - 0.5 * torch.stack(second).sum(0)
     homogeneous = bool((z[..., -1].abs().max() == 0)) and all(bool(f[..., -1].abs().max() == 0) for f in first)
@@ -662,11 +665,15 @@ ESTIMATOR_REGISTRY: Registry[Any] = Registry("estimator", "estimator")
 ESTIMATOR_REGISTRY.register("ls")(None)  # least squares: the fit itself, nothing to add
 
 
-def check_estimator(opts) -> None:
-    """One clear error for a bad estimator or σ option (the Python API's names)."""
+def check_estimator(opts, data: Optional[Dataset] = None) -> None:
+    """One clear error for a bad estimator or σ option (the Python API's names); with the
+    data, also a σ the estimator needs but cannot have (not given, ``auto`` on scattered
+    states), before any work."""
     ESTIMATOR_REGISTRY.lookup(opts.estimator)
     for key in SIGMA_KEYS:
         check_sigma(key, getattr(opts, key))
+    if data is not None and opts.estimator != "ls":
+        _prepare(data, opts)
 
 
 @dataclass
@@ -765,7 +772,7 @@ def _equivalent(schur: Tensor, misfit: float, data: Dataset, free: Tensor, theta
     return residual, jacobian, free.cpu()
 
 
-def _prepare(system: System, data: Dataset, opts) -> tuple[Sigmas, dict[str, str]]:
+def _prepare(data: Dataset, opts) -> tuple[Sigmas, dict[str, str]]:
     if getattr(data, "Q", None) is not None:
         raise ArgumentError("estimator", f"{opts.estimator} does not handle applied forces Q yet; use ls")
     return resolve_sigmas(data, {key: getattr(opts, key) for key in SIGMA_KEYS})
@@ -773,7 +780,7 @@ def _prepare(system: System, data: Dataset, opts) -> tuple[Sigmas, dict[str, str
 
 @ESTIMATOR_REGISTRY.register("eiv")
 def _eiv(system: System, data: Dataset, model, ls_result: FitResult, free: Tensor, opts) -> Estimated:
-    sigmas, how = _prepare(system, data, opts)
+    sigmas, how = _prepare(data, opts)
     starts = [ls_result.theta[ls_result.best]]
     fit = orthogonal_distance(
         system, data, sigmas, torch.stack(starts), free,
@@ -801,7 +808,7 @@ def _eiv(system: System, data: Dataset, model, ls_result: FitResult, free: Tenso
 
 @ESTIMATOR_REGISTRY.register("tls")
 def _tls(system: System, data: Dataset, model, ls_result: FitResult, free: Tensor, opts) -> Estimated:
-    sigmas, how = _prepare(system, data, opts)
+    sigmas, how = _prepare(data, opts)
     theta0 = ls_result.theta[ls_result.best][None]
     theta = tls_theta(system, model, data, sigmas, theta0, free)
     if not bool(torch.isfinite(theta).all()):
