@@ -76,6 +76,8 @@ def estimator_options(cfg: DictConfig, synthetic: bool = True) -> dict:
     from lagfit_cli.core.noise import NOISE_TARGETS
 
     est = cfg.estimator
+    if est.name == "ls":  # least squares takes no σ's: the API's defaults
+        return {"estimator": "ls", **{key: est[key] for key in ("sigma_q", "sigma_qd", "sigma_qdd")}}
     defaults = sigmas_from_noise(float(cfg.noise.sigma), NOISE_TARGETS.get(cfg.noise.apply_to, ()))
     sigmas = {
         key: (est[key] if est[key] is not None else (defaults[key] if synthetic else None))
