@@ -432,7 +432,7 @@ def fit_dataset(
         truth: (P,) float64, NaN where unknown.
     """
     check_options(opts)
-    check_estimator(opts, data)  # the σ's eiv/tls need, before any work
+    check_estimator(opts, data, system)  # the σ's eiv/tls need, before any work
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)

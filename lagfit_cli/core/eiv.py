@@ -665,7 +665,7 @@ ESTIMATOR_REGISTRY: Registry[Any] = Registry("estimator", "estimator")
 ESTIMATOR_REGISTRY.register("ls")(None)  # least squares: the fit itself, nothing to add
 
 
-def check_estimator(opts, data: Optional[Dataset] = None) -> None:
+def check_estimator(opts, data: Optional[Dataset] = None, system: Optional[System] = None) -> None:
     """One clear error for a bad estimator or σ option (the Python API's names); with the
     data, also a σ the estimator needs but cannot have (not given, ``auto`` on scattered
     states), before any work."""
@@ -673,7 +673,7 @@ def check_estimator(opts, data: Optional[Dataset] = None) -> None:
     for key in SIGMA_KEYS:
         check_sigma(key, getattr(opts, key))
     if data is not None and opts.estimator != "ls":
-        _prepare(data, opts)
+        _prepare(data, opts, system)
 
 
 @dataclass
@@ -772,9 +772,14 @@ def _equivalent(schur: Tensor, misfit: float, data: Dataset, free: Tensor, theta
     return residual, jacobian, free.cpu()
 
 
-def _prepare(data: Dataset, opts) -> tuple[Sigmas, dict[str, str]]:
+def _prepare(data: Dataset, opts, system: Optional[System] = None) -> tuple[Sigmas, dict[str, str]]:
+    # eiv/tls model q̈ from L alone: friction, forces and explicit time are not in them yet
     if getattr(data, "Q", None) is not None:
         raise ArgumentError("estimator", f"{opts.estimator} does not handle applied forces Q yet; use ls")
+    if system is not None and (getattr(system, "dissipation", None) is not None or getattr(system, "time_dependent", False)):
+        raise ArgumentError(
+            "estimator", f"{opts.estimator} does not handle dissipation or time-dependent Lagrangians yet; use ls"
+        )
     return resolve_sigmas(data, {key: getattr(opts, key) for key in SIGMA_KEYS})
 
 
