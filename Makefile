@@ -15,7 +15,7 @@ help:
 	@echo "make test    install if needed, run the whole test suite"
 	@echo "make test-fast  the suite without the tests marked slow (wheel build, launcher sweeps)"
 	@echo "make smoke   the CI smoke experiment (exit non-zero if the fit misses the truth)"
-	@echo "make bench   the solver benchmark (benchmark.csv + Fig. 7) the fit benchmark (outputs/fit_bench.csv), the noisy-state estimators (outputs/eiv_bench.csv)"
+	@echo "make bench   every benchmark, CSVs under outputs/ (solver + Fig. 7, fit, forces, simulate, ...; see docs/benchmarks.md)"
 	@echo "make clean   remove the venv, caches and run outputs"
 
 $(BIN)/python:
@@ -47,6 +47,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)
 	$(BIN)/python bench/fit_bench.py --out outputs/fit_bench.csv
+	$(BIN)/python bench/forces_bench.py --out outputs/forces_bench.csv
+	$(BIN)/python bench/simulate_bench.py --out outputs/simulate_bench.csv
 	$(BIN)/python bench/eiv_bench.py --out outputs/eiv_bench.csv
 
 clean:

@@ -34,6 +34,12 @@ _EXPORTS = {
     "get_solver": "lagfit_cli.core.solvers",
     "register_solver": "lagfit_cli.core.solvers",
     "check_mass_matrix": "lagfit_cli.core.solvers",
+    "Run": "lagfit_cli.core.trajectory",
+    "Trajectories": "lagfit_cli.core.trajectory",
+    "simulate": "lagfit_cli.core.simulate",
+    "rollout": "lagfit_cli.core.rollout",
+    "Rollout": "lagfit_cli.core.rollout",
+    "IntegrationFailure": "lagfit_cli.core.simulate",
 }
 
 __all__ = sorted(_EXPORTS)

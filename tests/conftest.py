@@ -27,6 +27,10 @@ os.environ["MPLBACKEND"] = "Agg"
 import torch  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
+# one thread per test process, as `lagfit run` uses (threads=1): pytest-xdist runs one worker
+# per core, and a second intra-op thread per worker only oversubscribes the cores (measured on
+# 2 cores under load: a 2-coordinate fit took 6.5 s of CPU with 2 threads, 0.6 s with 1)
+torch.set_num_threads(1)
 
 
 @dataclass
@@ -100,17 +104,36 @@ def call_cli(args: list, cwd: Path) -> CliResult:
     return CliResult(list(args), code, out.getvalue(), err.getvalue())
 
 
+def without_figures(overrides) -> list:
+    """``overrides`` plus ``report.figures=false`` unless they choose figures themselves.
+
+    Drawing a run's figures costs about four times its fit (≈4 s of CPU against ≈0.7 s for
+    the default run), so a test that checks numbers, messages, exit codes or tables runs
+    without them. The tests of figures ask for them (``figures=True``, or their own
+    ``report.figures=...``), and tests/test_figures.py draws every figure lagfit writes.
+    """
+    overrides = list(overrides)
+    if any(o.lstrip("+~").startswith("report.figures=") for o in overrides):
+        return overrides
+    return [*overrides, "report.figures=false"]
+
+
 class LagfitRun:
-    """``lagfit run ...`` into a folder of tmp_path (in-process; see :func:`call_cli`)."""
+    """``lagfit run ...`` into a folder of tmp_path (in-process; see :func:`call_cli`).
+
+    Runs without figures unless the call says ``figures=True`` (see :func:`without_figures`).
+    """
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
         self.count = 0
 
-    def __call__(self, *overrides: str, run_dir: Path | None = None, timeout: float = 600):
+    def __call__(self, *overrides: str, run_dir: Path | None = None, timeout: float = 600,
+                 figures: bool = False):
         self.count += 1
         run_dir = run_dir or self.tmp_path / f"run{self.count}"
-        result = call_cli(["run", *overrides, f"hydra.run.dir={run_dir}"], self.tmp_path)
+        args = list(overrides) if figures else without_figures(overrides)
+        result = call_cli(["run", *args, f"hydra.run.dir={run_dir}"], self.tmp_path)
         result.run_dir = run_dir
         return result
 

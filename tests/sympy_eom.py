@@ -9,28 +9,42 @@ import sympy as sp
 
 
 def sympy_qdd(lagrangian: str, params: list[str], dof: int, dissipation: str = "0"):
-    """q̈(q (N, D), q̇ (N, D), θ (P,)) -> (N, D), from d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = 0."""
+    """q̈(q (N, D), q̇ (N, D), θ (P,), t=None, Q=None) -> (N, D), from
+    d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q.
+
+    The expressions may use the time ``t`` (then pass ``t`` (N,)); ``Q`` (N, D) are applied
+    generalised forces (zero when not given). d/dt ∂L/∂q̇ = M q̈ + (∂²L/∂q̇∂q) q̇ + ∂²L/∂q̇∂t.
+    """
     q = sp.symbols([f"q{i}" for i in range(dof)])
     qd = sp.symbols([f"qd{i}" for i in range(dof)])
+    forces = sp.symbols([f"Q{i}" for i in range(dof)])
+    time = sp.Symbol("t")
     theta = sp.symbols(params)
     names = {f"q{i}": q[i] for i in range(dof)} | {f"qd{i}": qd[i] for i in range(dof)}
     names |= {"q": q[0], "qd": qd[0]} if dof == 1 else {}
-    names |= dict(zip(params, theta))
+    names |= dict(zip(params, theta)) | {"t": time}
     L = sp.sympify(lagrangian, locals=names)
     R = sp.sympify(dissipation, locals=names)
     mass = sp.Matrix(dof, dof, lambda i, j: sp.diff(L, qd[i], qd[j]))
     force = sp.Matrix(
         [
-            sp.diff(L, q[i]) - sum(sp.diff(L, qd[i], q[j]) * qd[j] for j in range(dof)) - sp.diff(R, qd[i])
+            sp.diff(L, q[i])
+            - sum(sp.diff(L, qd[i], q[j]) * qd[j] for j in range(dof))
+            - sp.diff(L, qd[i], time)
+            - sp.diff(R, qd[i])
+            + forces[i]
             for i in range(dof)
         ]
     )
     acc = mass.LUsolve(force)
-    fn = sp.lambdify((q, qd, theta), list(acc), "numpy")
+    fn = sp.lambdify((q, qd, theta, time, forces), list(acc), "numpy")
 
-    def qdd(qv: np.ndarray, qdv: np.ndarray, th) -> np.ndarray:
-        values = fn(list(qv.T), list(qdv.T), list(th))
-        return np.stack(np.broadcast_arrays(*values), axis=-1).astype(float)
+    def qdd(qv: np.ndarray, qdv: np.ndarray, th, t=None, Q=None) -> np.ndarray:
+        n = qv.shape[0]
+        tv = np.zeros(n) if t is None else np.asarray(t, dtype=float)
+        Qv = np.zeros((n, dof)) if Q is None else np.asarray(Q, dtype=float)
+        values = fn(list(qv.T), list(qdv.T), list(th), tv, list(Qv.T))
+        return np.stack(np.broadcast_arrays(*values, np.zeros(n))[:-1], axis=-1).astype(float)
 
     return qdd
 

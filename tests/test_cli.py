@@ -11,7 +11,7 @@ from conftest import metrics
 
 
 def test_harmonic_recovers_k_over_m(lagfit):
-    proc = lagfit("system=harmonic")
+    proc = lagfit("system=harmonic", figures=True)
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert m["status"] == "ok"
@@ -123,7 +123,7 @@ def test_contract_a_bad_value_in_a_child_process(lagfit_subprocess):
 
 def test_contract_default_output_folder_is_timestamped_under_outputs(lagfit_subprocess, tmp_path):
     """Contract: a plain run in a child process, into outputs/DATE/TIME/."""
-    proc = lagfit_subprocess("run", "experiment=smoke")
+    proc = lagfit_subprocess("run", "experiment=smoke", "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     assert f"results in {tmp_path / 'outputs'}" in proc.stderr
     runs = list((tmp_path / "outputs").glob("*/*/metrics.json"))
@@ -137,7 +137,10 @@ def test_contract_usage_and_help(lagfit_subprocess):
     proc = lagfit_subprocess("--help")
     assert proc.returncode == 0 and "usage: lagfit run" in proc.stdout
     proc = lagfit_subprocess("run", "--help")
-    systems = "anharmonic, coupled_oscillators, custom, double_pendulum, duffing, harmonic, pendulum"
+    systems = (
+        "anharmonic, cart_pole, coupled_oscillators, custom, damped_oscillator, double_pendulum, "
+        "driven_duffing, duffing, harmonic, pendulum"
+    )
     assert proc.returncode == 0 and f"system: {systems}" in proc.stdout
     assert "Exit codes: 0 ok" in proc.stdout and "seed: 0" in proc.stdout
 

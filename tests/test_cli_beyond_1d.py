@@ -38,7 +38,7 @@ def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     # the plain command (σ = 0, the system's own data/init/optim defaults); figures are
     # drawn for the D = 2 double pendulum (on a coarse landscape) to check they work
     extra = ["task.resolution=12"] if name == "double_pendulum" else ["report.figures=false"]
-    proc = lagfit(f"system={name}", *extra)
+    proc = lagfit(f"system={name}", *extra, figures=name == "double_pendulum")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     ratios, gauges, hidden = EXPECTED[name]
@@ -62,7 +62,7 @@ def test_every_new_system_fits_from_the_plain_command(lagfit, name):
 def test_a_d2_grid_draws_q_dd_over_q0_q1(lagfit):
     proc = lagfit(
         "system=coupled_oscillators", "data=grid", "data.n=4", "optim.iters=5",
-        "task.resolution=6", "report.dpi=40",
+        "task.resolution=6", "report.dpi=40", figures=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert metrics(proc.run_dir)["n_points"] == 4**4
@@ -155,7 +155,7 @@ def test_csv_with_known_truths_fits_like_synthetic_data(lagfit):
     write_duffing_csv(path, position="q0")  # a column named 'position', mapped below
     # measured data: only values given on the command line are truths (not the YAML's)
     proc = lagfit("system=duffing", "data=csv", f"data.path={path}", "data.columns={q0: position}",
-                  "system.params={m: 1.0, k: 2.0, beta: 0.5}")
+                  "system.params={m: 1.0, k: 2.0, beta: 0.5}", figures=True)
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert m["data"] == "csv" and m["n_points"] == 300 and m["truth_known"] is True
@@ -169,7 +169,7 @@ def test_csv_with_unknown_truths_reports_no_errors_against_made_up_values(lagfit
     proc = lagfit(
         "system=duffing", "data=csv", f"data.path={path}",
         "system.params={m: null, k: null, beta: null}", "init=box", "init.center=1.0", "init.box_width=0.5",
-        "task.resolution=12", "report.dpi=60",
+        "task.resolution=12", "report.dpi=60", figures=True,
     )
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)

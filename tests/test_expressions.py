@@ -294,9 +294,11 @@ def compile_with_nothing_executed(lagrangian: str) -> tuple[Exception, list[str]
 
 @pytest.mark.parametrize("lagrangian", HOSTILE, ids=lambda s: s[:40])
 def test_hostile_input_is_rejected_without_executing_anything(lagrangian):
-    start = time.perf_counter()
+    # CPU seconds, not wall time: a huge expression must be refused without real work, and a
+    # busy machine must not fail the test
+    start = time.process_time()
     raised, forbidden_calls = compile_with_nothing_executed(lagrangian)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert forbidden_calls == []
     assert isinstance(raised, LagfitError), repr(raised)
     text = str(raised)

@@ -113,12 +113,12 @@ def test_statuses_are_honest_for_a_hopeless_descent():
 
 
 def test_a_hopeless_fit_exits_3_with_a_warning(lagfit):
-    run = lagfit("optim=gd", "optim.iters=3", "init=box")
+    run = lagfit("optim=gd", "optim.iters=3", "init=box", "data.n=10")
     assert run.returncode == 3
     assert "WARNING: the best start did not converge" in run.stderr
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     assert metrics["fit_ok"] is False and metrics["status"] == "check_failed"
-    opted_out = lagfit("optim=gd", "optim.iters=3", "init=box", "check.require_converged=false")
+    opted_out = lagfit("optim=gd", "optim.iters=3", "init=box", "data.n=10", "check.require_converged=false")
     assert opted_out.returncode == 0 and "WARNING" in opted_out.stderr
 
 

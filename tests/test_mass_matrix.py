@@ -39,7 +39,7 @@ def test_a_lagrangian_without_velocities_is_singular_everywhere():
     system = custom("-0.5*k*q0**2 + m*q0", {"m": 1.0, "k": 2.0})
     text = message_of(system, q, qd, [1.0, 2.0])
     assert text.startswith("mass matrix ∂²L/∂q̇∂q̇ᵀ is singular at 2500 of 2500 data points")
-    assert f"(e.g. q=({q[0, 0].item():.4g},), q̇=({qd[0, 0].item():.4g},))" in text
+    assert f"(e.g. q={q[0, 0].item():.4g}, q̇={qd[0, 0].item():.4g})" in text
     assert text.endswith("the Lagrangian needs a kinetic term (a q̇ dependence) in every coordinate")
 
 
@@ -55,7 +55,7 @@ def test_isolated_zeros_are_counted():
     q = torch.linspace(-1, 1, 201, dtype=DTYPE)[:, None]
     qd = torch.full_like(q, 0.3)
     text = message_of(system, q, qd, [1.0, 2.0, 0.5])
-    assert "singular at 2 of 201 data points (e.g. q=(-1,), q̇=(0.3,))" in text
+    assert "singular at 2 of 201 data points (e.g. q=-1, q̇=0.3)" in text
     assert "narrow the state bounds" in text
 
 

@@ -144,9 +144,9 @@ def test_history_memory_does_not_grow_with_iterations():
         return (theta ** 2).sum(-1) + 1.0, 2e-9 * theta
 
     theta0 = torch.ones(3, 2, dtype=torch.float64)
-    result = gradient_descent(loss_and_grad, theta0, lr=1e-3, iters=20000, history_max_rows=64)
+    result = gradient_descent(loss_and_grad, theta0, lr=1e-3, iters=4000, history_max_rows=64)
     rows = result.history.loss.shape[0]
-    assert rows <= 64 and int(result.history.iteration()[-1]) == 20000
+    assert rows <= 64 and int(result.history.iteration()[-1]) == 4000
     assert int(result.history.iteration()[0]) == 0
     big = limits.estimates(_cfg("optim.iters=1000000000"), 1, 2)[0]
     small = limits.estimates(_cfg("optim.iters=100000"), 1, 2)[0]
@@ -341,12 +341,20 @@ def test_long_flat_sums_compile():
 # --------------------------------------------------------------------------- summarize
 
 
-@pytest.fixture
-def sweep_dir(tmp_path):
-    sweep = tmp_path / "sw"
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("sweep") / "sw"
     code, err = lagfit("run", "-m", *TINY, "seed=0,1,2,3", "hydra/launcher=basic", f"hydra.sweep.dir={sweep}")
     assert code == 0, err
     return sweep
+
+
+@pytest.fixture
+def sweep_dir(finished_sweep, tmp_path):
+    """A copy of one finished four-job sweep, for a test to damage."""
+    import shutil
+
+    return Path(shutil.copytree(finished_sweep, tmp_path / "sw"))
 
 
 def test_summarize_survives_malformed_job_folders(sweep_dir):

@@ -38,6 +38,12 @@ class SystemConf:
     gauge: Optional[str] = None
     #: the expression of a user-defined Lagrangian (system=custom only)
     lagrangian: Optional[str] = None
+    #: a Rayleigh dissipation function R(q, q̇, t; θ) written like the Lagrangian, over the
+    #: same parameters (system=custom only); null = no friction
+    dissipation: Optional[str] = None
+    #: fixed known numbers a built-in system uses (driven_duffing: omega; cart_pole: g);
+    #: untyped (checked by the system) so each system may name its own
+    constants: Any = None
 
 
 @dataclass
@@ -55,6 +61,12 @@ class DataConf:
     #: column names in the file for lagfit's q0.., qd0.., qdd0.. (data=csv), e.g. {q0: theta};
     #: untyped and null by default (checked by validate) so a mapping of new keys can be given
     columns: Any = None
+    #: synthetic data (grid, uniform): a random applied generalised force per state, uniform
+    #: in [low, high], on the coordinates in force_coords (null: all); null = no force
+    force: Optional[list[float]] = None
+    force_coords: Optional[list[int]] = None
+    #: synthetic data for a time-dependent system: each state's time, uniform in these bounds
+    t_bounds: list[float] = field(default_factory=lambda: [0.0, 10.0])
 
 
 @dataclass
@@ -145,6 +157,8 @@ class ReportConf:
     #: figure file format
     format: str = "png"
     dpi: int = 150
+    #: figure style: paper (3.4 in / 7.0 in wide, 8 pt text) | slides (5 in / 10 in, 14 pt)
+    style: str = "paper"
     #: draw figures at all (tables and metrics are always written)
     figures: bool = True
     #: keep every k-th iteration of the fit's history (fit_history.csv, the path figures)
@@ -177,6 +191,24 @@ class CheckConf:
 
 
 @dataclass
+class RolloutConf:
+    """After a fit on trajectory data (t and run columns): simulate the fitted model from
+    each run's first state and compare (rollout.csv, fig_rollout, metrics' ``rollout``)."""
+
+    #: run the check at all (only trajectory data have the time series it needs)
+    enabled: bool = True
+    #: seconds simulated from each run's start (capped at the run's length)
+    horizon: float = 2.0
+    #: the prediction has left the measurement when a coordinate strays more than this
+    #: fraction of its range (over all runs' measured q)
+    tolerance: float = 0.01
+    #: scipy solve_ivp method and tolerances
+    method: str = "DOP853"
+    rtol: float = 1e-9
+    atol: float = 1e-9
+
+
+@dataclass
 class LagfitConf:
     system: SystemConf = field(default_factory=SystemConf)
     data: DataConf = field(default_factory=DataConf)
@@ -191,6 +223,7 @@ class LagfitConf:
     report: ReportConf = field(default_factory=ReportConf)
     check: CheckConf = field(default_factory=CheckConf)
     limits: LimitsConf = field(default_factory=LimitsConf)
+    rollout: RolloutConf = field(default_factory=RolloutConf)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
@@ -259,6 +292,31 @@ class BenchmarkTaskConf:
     step_expected_calls: int = MISSING
 
 
+@dataclass
+class SimulateTaskConf:
+    """task=simulate: integrate the system from initial states, write trajectory.csv."""
+
+    name: str = MISSING
+    #: rows [q0.., qd0..] (one per run), or None to draw n_runs states
+    initial_states: Optional[Any] = MISSING
+    n_runs: int = MISSING
+    #: the bounds initial states are drawn in (None: data.q_bounds / data.qd_bounds)
+    q_bounds: Optional[list[float]] = MISSING
+    qd_bounds: Optional[list[float]] = MISSING
+    duration: float = MISSING
+    dt: float = MISSING
+    method: str = MISSING
+    rtol: float = MISSING
+    atol: float = MISSING
+    noise_q: float = MISSING
+    noise_qd: float = MISSING
+    velocities: bool = MISSING
+    #: applied force per coordinate (numbers), or None
+    force: Optional[Any] = MISSING
+    vectorize: bool = MISSING
+    solver: str = MISSING
+
+
 #: task name -> the schema of its node (conf/task/NAME.yaml starts from task_NAME_schema;
 #: seed_report runs fit, landscape and noise_study in one plane, and takes noise_study's keys)
 TASK_SCHEMAS: dict[str, type] = {
@@ -267,6 +325,7 @@ TASK_SCHEMAS: dict[str, type] = {
     "noise_study": NoiseStudyTaskConf,
     "seed_report": NoiseStudyTaskConf,
     "benchmark": BenchmarkTaskConf,
+    "simulate": SimulateTaskConf,
 }
 
 
@@ -295,6 +354,9 @@ ARGUMENT_KEYS = {
     "params": "system.params",
     "gauge": "system.gauge",
     "lagrangian": "system.lagrangian",
+    "dissipation": "system.dissipation",
+    "constants": "system.constants",
+    "force_coords": "data.force_coords",
     "data": "data.name",
     "n": "data.n",
     "path": "data.path",
@@ -308,6 +370,17 @@ ARGUMENT_KEYS = {
     "sigma_q": "estimator.sigma_q",
     "sigma_qd": "estimator.sigma_qd",
     "sigma_qdd": "estimator.sigma_qdd",
+    # task=simulate (core.simulate's arguments)
+    "initial_states": "task.initial_states",
+    "n_runs": "task.n_runs",
+    "duration": "task.duration",
+    "dt": "task.dt",
+    "method": "task.method",
+    "force": "task.force",
+    "noise_qd": "task.noise_qd",
+    # the rollout check (core.rollout's arguments)
+    "horizon": "rollout.horizon",
+    "tolerance": "rollout.tolerance",
 }
 
 
@@ -375,6 +448,7 @@ def validate_static(cfg: DictConfig) -> None:
     _check_choice("dtype", cfg.dtype, {"float32", "float64"})
     _check_choice("progress", cfg.progress, {"auto", "true", "false"})
     _check_choice("report.format", cfg.report.format, {"png", "pdf", "svg"})
+    _check_choice("report.style", cfg.report.style, {"paper", "slides"})
     if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", cfg.device):
         _fail("device", f"must be 'cpu' or 'cuda[:N]', got {printable(cfg.device)!r}")
 
@@ -391,6 +465,13 @@ def validate_static(cfg: DictConfig) -> None:
             )
     _check_bounds("data.q_bounds", cfg.data.q_bounds)
     _check_bounds("data.qd_bounds", cfg.data.qd_bounds)
+    _check_bounds("data.t_bounds", cfg.data.t_bounds)
+    if cfg.data.force is not None:
+        force = list(cfg.data.force)
+        if len(force) != 2 or not all(math.isfinite(v) for v in force) or force[0] > force[1]:
+            _fail("data.force", f"must be null (no applied force) or finite [low, high] with low <= high, got {force}")
+    if cfg.data.force_coords is not None and any(c < 0 for c in cfg.data.force_coords):
+        _fail("data.force_coords", f"must be coordinate indices >= 0, got {list(cfg.data.force_coords)}")
     if cfg.data.n < 2:
         _fail("data.n", f"must be at least 2 grid points per state variable, got {cfg.data.n}")
 
@@ -417,6 +498,7 @@ def validate_static(cfg: DictConfig) -> None:
         if cfg.limits[key] is not None:
             _check_positive(f"limits.{key}", cfg.limits[key])
     validate_data(cfg)
+    validate_rollout(cfg.rollout)
     validate_task(cfg.task)
 
 
@@ -526,6 +608,45 @@ def validate_task(task: DictConfig) -> None:
             _check_choice("task.estimators", name, ESTIMATOR_NAMES)
     if "methods" in task:
         validate_benchmark(task)
+    if task.name == "simulate":
+        validate_simulate(task)
+
+
+#: scipy solve_ivp's explicit methods (core.simulate.METHODS; not imported: no torch here)
+INTEGRATION_METHODS = ("DOP853", "RK45", "RK23")
+
+
+def validate_rollout(rollout: DictConfig) -> None:
+    _check_positive("rollout.horizon", rollout.horizon)
+    _check_positive("rollout.tolerance", rollout.tolerance)
+    _check_choice("rollout.method", rollout.method, INTEGRATION_METHODS)
+    _check_positive("rollout.rtol", rollout.rtol)
+    _check_positive("rollout.atol", rollout.atol)
+
+
+#: the most samples (runs × times) task=simulate writes
+MAX_SIMULATED_SAMPLES = 10_000_000
+
+
+def validate_simulate(task: DictConfig) -> None:
+    _check_positive("task.duration", task.duration)
+    _check_positive("task.dt", task.dt)
+    if task.dt > task.duration:
+        _fail("task.dt", f"the sampling interval {task.dt:g} s is longer than task.duration={task.duration:g} s")
+    _check_choice("task.method", task.method, INTEGRATION_METHODS)
+    _check_positive("task.rtol", task.rtol)
+    _check_positive("task.atol", task.atol)
+    _check_positive("task.noise_q", task.noise_q, strict=False)
+    _check_positive("task.noise_qd", task.noise_qd, strict=False)
+    if task.initial_states is None and task.n_runs < 1:
+        _fail("task.n_runs", f"must be at least 1, got {task.n_runs}")
+    _check_range("task.q_bounds", task.q_bounds)
+    _check_range("task.qd_bounds", task.qd_bounds)
+    runs = len(task.initial_states) if task.initial_states is not None and not isinstance(task.initial_states, (int, float, str)) else task.n_runs
+    samples = runs * (task.duration / task.dt + 1)
+    if samples > MAX_SIMULATED_SAMPLES:
+        _fail("task.dt", f"{runs} runs × {task.duration:g} s / {task.dt:g} s are about {samples:.3g} samples, "
+              f"more than {MAX_SIMULATED_SAMPLES:,}; raise task.dt or lower task.duration / task.n_runs")
 
 
 def validate_data(cfg: DictConfig) -> None:

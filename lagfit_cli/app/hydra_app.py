@@ -139,6 +139,10 @@ def _run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> Optional[dict]:
         torch.set_num_threads(cfg.threads)
     if os.environ.get(TUNE_PROCESS_ENV) == "1":  # the lagfit command, not a library caller
         tune_allocator()  # reuse freed tensor memory instead of page-faulting it in again
+    if cfg.report.figures:
+        from lagfit_cli.io.style import use
+
+        use(cfg.report.style)  # the figure style (report.style) of every figure this job draws
     try:
         report = TASKS[cfg.task.name](cfg)
     finally:

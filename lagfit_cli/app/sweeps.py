@@ -47,6 +47,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         figure_format = OmegaConf.select(config, "report.format", default="png")
         dpi = OmegaConf.select(config, "report.dpi", default=150)
+        from lagfit_cli.io.style import STYLES, use
+
+        name = OmegaConf.select(config, "report.style", default="paper")
+        use(name if name in STYLES else "paper")
         RESULTS.append(write_or_explain(sweep_dir, figure_format, dpi))
 
 

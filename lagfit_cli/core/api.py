@@ -77,6 +77,9 @@ SAME_LOSS_RTOL = 1e-6
 ADEQUACY_WARN = 1e-3
 #: the exact start for coefficients c(θ): θ matched to ĉ from this many starts, iterations
 MATCH_STARTS, MATCH_ITERS = 4, 50
+#: a residual whose variance the velocities explain beyond this fraction (R²), when the
+#: model also leaves more than ADEQUACY_WARN of q̈ unexplained, is a missing term (friction)
+VELOCITY_R2_FAIL = 0.5
 #: statuses whose reported value q̈ determines
 IDENTIFIABLE = ("ratio", "absolute")
 
@@ -201,9 +204,10 @@ class FitReport:
     def summary(self) -> list[str]:
         """The console summary: one headline, one line per parameter, warnings."""
         m = self.metrics
-        counts = ", ".join(f"{m['n_' + s]} {s}" for s in STATUSES if m["n_" + s])
+        counts = ", ".join(f"{m['n_' + s]} {STATUS_WORDS.get(s, s)}" for s in STATUSES if m["n_" + s])
         lines = [
-            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} starts: "
+            f"fit {m['system']} ({m['n_points']} points, {m['optimizer']}): {m['n_starts']} "
+            f"start{'s' if m['n_starts'] != 1 else ''}: "
             f"{counts}; best loss {m['best_loss']:.3e} in {m['fit_s']:.2f} s"
         ]
         if m.get("lr_mode") == "auto":
@@ -228,6 +232,8 @@ class FitReport:
             e = errors.get(label, {})
             shown = format_estimate(r["estimate"], e.get("std_error"), e.get("ci_low"), e.get("ci_high"))
             lines.append(f"  {label} = {shown} ({truth})")
+        if m.get("applied_force") and any(row.status == "absolute" for row in self.ratios):
+            lines.append("  absolute values: the applied force Q in the data fixes the scale of L and R")
         for row in self.ratios:
             if row.status == "gauge":
                 lines.append(f"  {row.name}: gauge (the scale; the ratios above are to it, its value is arbitrary)")
@@ -237,6 +243,9 @@ class FitReport:
         return lines
 
 
+#: how the console names each start status
+STATUS_WORDS = {"max_iters": "reached the iteration limit"}
+
 #: an error below this fraction of the value is rounding: the value is exact, "± 0"
 EXACT_ERROR_RTOL = 1e-12
 
@@ -244,9 +253,12 @@ EXACT_ERROR_RTOL = 1e-12
 def format_estimate(value: float, std_error: Optional[float], low: Optional[float] = None, high: Optional[float] = None) -> str:
     """``13.080 ± 0.002 (95 %: 13.076 … 13.084)``: the error to two significant digits and
     the value to the same decimal place; full precision and ``± 0`` when the error is
-    rounding (exact data); the value alone when there is no error."""
+    rounding (exact data); ``± inf (unbounded)`` when the data do not bound it; the value
+    alone, to six significant digits, when there is no error."""
+    if std_error is not None and math.isinf(std_error) and math.isfinite(value):
+        return f"{value:.6g} ± inf (unbounded)"
     if std_error is None or not math.isfinite(std_error):
-        return f"{value:.10g}"
+        return f"{value:.6g}"
     if std_error <= EXACT_ERROR_RTOL * max(abs(value), 1e-300):
         return f"{value:.10g} ± 0"
     decimals = max(0, 1 - math.floor(math.log10(std_error)))
@@ -303,7 +315,8 @@ def _count_coordinates(path: Path, mapping: Mapping[str, str]) -> int:
 
 
 def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
-    """A ``Dataset``, or a mapping / DataFrame of arrays named q0.., qd0.., qdd0.."""
+    """A ``Dataset``, or a mapping / DataFrame of arrays named q0.., qd0.., qdd0.., with
+    optional applied forces Q0.. (all or none) and times t."""
     if isinstance(data, Dataset):
         return data
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
@@ -316,13 +329,27 @@ def as_dataset(data: Any, dof: Optional[int] = None) -> Dataset:
     missing = [name for name in needed if name not in data]
     if dof == 0 or missing:
         raise ArgumentError("data", f"needs arrays named {', '.join(needed or ['q0', 'qd0', 'qdd0'])}; missing {', '.join(missing) or 'q0'}")
-    arrays = {name: torch.from_numpy(np.ascontiguousarray(data[name], dtype=np.float64)) for name in needed}
+    forces = [f"Q{i}" for i in range(dof)]
+    present = [name for name in forces if name in data]
+    if present and len(present) != dof:
+        raise ArgumentError("data", f"applied forces need one array per coordinate ({', '.join(forces)}); missing {', '.join(n for n in forces if n not in data)}")
+    optional = present + (["t"] if "t" in data else [])
+    arrays = {name: torch.from_numpy(np.ascontiguousarray(data[name], dtype=np.float64)) for name in needed + optional}
     stack = lambda kind: torch.stack([arrays[f"{kind}{i}"] for i in range(dof)], dim=1)  # noqa: E731
-    return Dataset(stack("q"), stack("qd"), stack("qdd"))
+    return Dataset(
+        stack("q"), stack("qd"), stack("qdd"),
+        t=arrays.get("t"), Q=stack("Q") if present else None,
+    )
 
 
-def as_system(system: Union[str, System], params: Optional[Mapping[str, Optional[float]]]) -> System:
-    """A ``System`` from a built-in name, an expression (with ``params``), or itself."""
+def as_system(
+    system: Union[str, System], params: Optional[Mapping[str, Optional[float]]],
+    dissipation: Optional[str] = None,
+) -> System:
+    """A ``System`` from a built-in name, an expression (with ``params`` and optionally a
+    Rayleigh ``dissipation`` expression over the same parameters), or itself."""
+    if dissipation is not None and (isinstance(system, System) or (isinstance(system, str) and system in SYSTEMS and system != "custom")):
+        raise ArgumentError("dissipation", "is for a Lagrangian given as an expression; a built-in system or a System brings its own")
     if isinstance(system, System):
         return system
     if not isinstance(system, str):
@@ -335,7 +362,7 @@ def as_system(system: Union[str, System], params: Optional[Mapping[str, Optional
         return built
     if params is None:
         raise ArgumentError("params", "an expression needs its parameters, e.g. params={'m': None, 'k': None}")
-    return build_system({"name": "custom", "lagrangian": system, "params": dict(params)})
+    return build_system({"name": "custom", "lagrangian": system, "params": dict(params), "dissipation": dissipation})
 
 
 def _truth(system: System, params: Optional[Mapping[str, Optional[float]]], truth: Optional[Mapping[str, float]]) -> Tensor:
@@ -362,6 +389,7 @@ def fit(
     truth: Optional[Mapping[str, float]] = None,
     gauge: Optional[str] = None,
     on_iteration: Optional[Callable[[int, Tensor], None]] = None,
+    dissipation: Optional[str] = None,
     **options: Any,
 ) -> FitReport:
     """Fit the parameters of a Lagrangian to data.
@@ -370,10 +398,12 @@ def fit(
         system: a built-in name (``"double_pendulum"``), an expression in q0.., qd0..
             (``"0.5*m*qd**2 - 0.5*k*q**2"``, with ``params``), or a ``System``.
         data: a ``Dataset`` (e.g. from :func:`read_csv`), or a dict / DataFrame of arrays
-            named q0.., qd0.., qdd0...
+            named q0.., qd0.., qdd0.. (optionally applied forces Q0.. and times t).
         params: for an expression, its parameters in order, each a known value or None.
         truth: known true values to report errors against (nothing else is a truth).
         gauge: the parameter ratios are reported against (where the data allow).
+        dissipation: for an expression, a Rayleigh function R over the same ``params``
+            (``"0.5*c*qd**2"``): the fit then solves d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q.
         options: any field of :class:`FitOptions` (n_starts, iters, optimizer, solver,
             seed, device, dtype, init, init_center, init_width, ...).
     """
@@ -381,7 +411,7 @@ def fit(
     if unknown:
         raise ArgumentError(unknown[0], f"not an option of fit; options: {', '.join(FitOptions.__dataclass_fields__)}")
     opts = FitOptions(**options)
-    built = as_system(system, params)
+    built = as_system(system, params, dissipation)
     dataset = as_dataset(data, built.dof)
     if dataset.dof != built.dof:
         raise ArgumentError("data", f"has {dataset.dof} coordinates, the system {built.dof}")
@@ -417,6 +447,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def has_applied_force(data: Dataset) -> bool:
+    """Whether the data carry a known applied force: a Q column that is not zero everywhere
+    (a zero force fixes no scale)."""
+    return data.Q is not None and bool((data.Q != 0).any())
+
+
+def _check_extras(system: System, data: Dataset) -> None:
+    """One clear error for times or forces of the wrong shape, or a timed L without times."""
+    n, dof = data.q.shape
+    if data.Q is not None and tuple(data.Q.shape) != (n, dof):
+        raise ArgumentError("Q", f"applied forces must be (N, D) = ({n}, {dof}), got {tuple(data.Q.shape)}")
+    if data.t is not None and tuple(data.t.shape) != (n,):
+        raise ArgumentError("t", f"times must be one per state ({n},), got {tuple(data.t.shape)}")
+    for name, values in (("Q", data.Q), ("t", data.t)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            raise ArgumentError(name, f"{'applied forces' if name == 'Q' else 'times'} must be finite numbers")
+    if system.time_dependent and data.t is None:
+        raise ArgumentError(
+            "t", f"system {system.name!r} depends on time t, but the data have no times "
+            "(give them a time column t)"
+        )
+
+
 def fit_dataset(
     system: System,
     data: Dataset,
@@ -436,8 +489,21 @@ def fit_dataset(
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
+    _check_extras(system, data)
+    notes: list[str] = []
+    forced = has_applied_force(data)
+    if forced:  # a known force fixes L's (and R's) overall scale: values become absolute
+        system = system.with_forces()
+        if gauge is not None and not any(gauge in group for group in system.scale_groups):
+            notes.append(
+                f"system.gauge={gauge} is not used: the applied force in the data fixes the "
+                "scale, so the values are absolute"
+            )
+            gauge = None
     started = time.perf_counter()
-    model = make_residual_model(system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile))
+    model = make_residual_model(
+        system, data.q, data.qd, data.qdd, compile=_basis_compile(opts.compile), t=data.t, Q=data.Q
+    )
 
     # starts: the box is centred on the truth where one is known (the report's method)
     center = torch.full((system.n_params,), float(opts.init_center), dtype=torch.float64)
@@ -474,8 +540,12 @@ def fit_dataset(
     residual, jacobian = model.residuals_and_jacobian(result.theta[best : best + 1])
     ident = identifiability(system, jacobian[0], result.theta[best], gauge)
     ratios = ident.ratios
-    warnings: list[str] = []
+    warnings: list[str] = notes
     metrics = _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings)
+    _check_missing_friction(data, residual[0], metrics, warnings, system.dissipation is not None)
+    metrics["applied_force"] = forced
+    metrics["dissipation"] = system.dissipation is not None
+    metrics["time_dependent"] = system.time_dependent
     started = time.perf_counter()
     if estimated is not None:
         uncertainty = estimated.uncertainty(system, ratios, result.theta[best], opts)
@@ -509,6 +579,42 @@ def fit_dataset(
     )
 
 
+def _check_missing_friction(
+    data: Dataset, residual: Tensor, metrics: dict[str, Any], warnings: list[str], has_friction: bool
+) -> None:
+    """Fail the verdict when the best fit's residual is a function of the velocities.
+
+    Measurement noise leaves a residual that no simple function of the state predicts; a
+    missing friction term (a conservative L fitted to damped motion) leaves one that is
+    nearly linear in q̇. The residual of each coordinate is regressed on (1, q̇₀, …, q̇_{D−1});
+    if that explains more than ``VELOCITY_R2_FAIL`` of its variance while the model misses
+    more than ``ADEQUACY_WARN`` of q̈'s RMS at a converged best start, the fit is not
+    trustworthy (``fit_ok`` False).
+    """
+    n, dof = data.q.shape
+    res = residual.detach().to(torch.float64).reshape(n, dof)
+    features = torch.cat((torch.ones(n, 1, dtype=torch.float64, device=res.device), data.qd.to(torch.float64)), dim=1)
+    total = float(res.square().sum())
+    if n <= features.shape[1] or total == 0.0:
+        metrics["residual_velocity_r2"] = None
+        return
+    solution = torch.linalg.lstsq(features.cpu(), res.cpu()).solution
+    explained = 1.0 - float((res.cpu() - features.cpu() @ solution).square().sum()) / total
+    metrics["residual_velocity_r2"] = explained
+    converged = metrics["best_status"] == CONVERGED  # else the warning about that says it
+    if converged and explained > VELOCITY_R2_FAIL and metrics["relative_residual_rms"] > ADEQUACY_WARN:
+        metrics["fit_ok"] = False
+        remedy = (
+            "add a dissipation function (system.dissipation)" if not has_friction
+            else "the dissipation function does not capture it"
+        )
+        warnings.append(
+            f"the residual is a function of the velocities ({explained:.0%} of its variance is "
+            f"linear in q̇): the model misses a velocity-dependent term such as friction; {remedy}"
+            " — the fit is not trustworthy"
+        )
+
+
 def _uncertainty(system, data, model, opts, theta, ratios, residual, jacobian, gauge) -> Uncertainty:
     """The error bars ``opts.uncertainty`` asks for, at the best start (``core.uncertainty``)."""
     free = _free(system, gauge, theta.device)
@@ -540,7 +646,8 @@ def _free(system: System, gauge: Optional[str], device) -> Tensor:
 
 def _gradient_descent(system, data, truth, opts, theta0, on_iteration) -> FitResult:
     loss_and_grad = make_loss_and_grad(
-        system, data.q, data.qd, data.qdd, opts.solver, opts.compile, expected_calls=opts.n_iters + 1
+        system, data.q, data.qd, data.qdd, opts.solver, opts.compile, expected_calls=opts.n_iters + 1,
+        t=data.t if system.time_dependent else None, Q=data.Q,
     )
     lr, lr_info = opts.lr, {"lr_mode": "fixed"}
     if opts.lr == "auto":
@@ -788,7 +895,7 @@ def _minima(system, ratios, result, identifiable) -> list[dict[str, Any]]:
 def _mass_matrix_warnings(system: System, data: Dataset, theta: Tensor) -> list[str]:
     """The mass-matrix check at the fitted θ, as a warning (the results are still written)."""
     try:
-        check_mass_matrix(system, data.q, data.qd, theta)
+        check_mass_matrix(system, data.q, data.qd, theta, t=data.t if system.time_dependent else None)
     except LagfitError as err:
         return [f"at the fitted parameters: {err}"]
     return []

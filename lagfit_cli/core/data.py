@@ -1,7 +1,8 @@
 """Datasets (q, q̇, q̈) and the registry of ways to make them (``data.name``).
 
 A dataset holds N states, each with D coordinates: ``q``, ``qd`` and ``qdd`` are (N, D).
-Synthetic targets come from the Euler–Lagrange solver at the system's true parameters.
+Synthetic targets come from the Euler–Lagrange solver at the system's true parameters,
+with random applied forces (``data.force``) and times (``data.t_bounds``) where asked for.
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def build_dataset(request: DataRequest) -> Dataset:
     return DATASETS.lookup(request.spec["name"])(request)
 
 
-def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
-    """q̈ at the true parameters: (N, D)."""
+def synthetic_targets(
+    request: DataRequest, q: Tensor, qd: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
+    """q̈ at the true parameters: (N, D) (with the data's times and applied forces)."""
     unknown = [n for n, v in zip(request.system.param_names, request.truth.tolist()) if v != v]
     if unknown:
         raise ArgumentError(
@@ -96,9 +100,43 @@ def synthetic_targets(request: DataRequest, q: Tensor, qd: Tensor) -> Tensor:
             "data=csv)"
         )
     # an exactly singular mass matrix would make the solve fail: say so first
-    check_mass_matrix(request.system, q, qd, request.truth)
+    timed = t if request.system.time_dependent else None
+    check_mass_matrix(request.system, q, qd, request.truth, t=timed)
+    extras = {k: v for k, v in (("t", timed), ("Q", Q)) if v is not None}
     with torch.no_grad():
-        return request.solver(request.system, q, qd, request.truth[None, :])[0]
+        return request.solver(request.system, q, qd, request.truth[None, :], **extras)[0]
+
+
+def times_and_forces(request: DataRequest, n: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """The times and applied forces of n synthetic states, from the seeded data stream.
+
+    Times (only for a system that depends on t): uniform in ``data.t_bounds``. Forces
+    (only when ``data.force`` gives bounds [lo, hi]): each state gets an independent
+    generalised force uniform in [lo, hi] on each coordinate in ``data.force_coords``
+    (null: every coordinate; the others get 0). A random force at scattered states is the
+    simplest way to make a known force vary independently of the state, which is what
+    fixes the absolute scale of L and R (``System.with_forces``).
+    """
+    spec, dof = request.spec, request.system.dof
+    t = None
+    if request.system.time_dependent:
+        low, high = (float(v) for v in (spec.get("t_bounds") or (0.0, 10.0)))
+        t = low + (high - low) * torch.rand(n, generator=request.generator, dtype=torch.float64)
+    force = spec.get("force")
+    if force is None:
+        return t, None
+    low, high = (float(v) for v in force)
+    coords = spec.get("force_coords")
+    coords = list(range(dof)) if coords is None else [int(c) for c in coords]
+    bad = [c for c in coords if not 0 <= c < dof]
+    if bad:
+        raise ArgumentError(
+            "force_coords", f"coordinate {bad[0]} does not exist (the system has {dof}: 0..{dof - 1})"
+        )
+    Q = torch.zeros((n, dof), dtype=torch.float64)
+    draws = low + (high - low) * torch.rand((n, len(coords)), generator=request.generator, dtype=torch.float64)
+    Q[:, coords] = draws
+    return t, Q
 
 
 #: the largest grid data=grid builds (n^(2D) grows fast: 50 nodes and D = 2 are 6.25e6)
@@ -128,7 +166,11 @@ def grid_dataset(request: DataRequest) -> Dataset:
     mesh = torch.meshgrid(*axes, indexing="ij")
     states = torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (n^(2D), 2D)
     q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
-    return Dataset(q, qd, synthetic_targets(request, q, qd), grid_shape=(n,) * (2 * dof), synthetic=True)
+    t, Q = times_and_forces(request, q.shape[0])
+    return Dataset(
+        q, qd, synthetic_targets(request, q, qd, t=t, Q=Q), grid_shape=(n,) * (2 * dof),
+        synthetic=True, t=t, Q=Q,
+    )
 
 
 @register_dataset("uniform")
@@ -141,5 +183,6 @@ def uniform_dataset(request: DataRequest) -> Dataset:
     high = torch.tensor([request.spec["q_bounds"][1]] * dof + [request.spec["qd_bounds"][1]] * dof)
     states = low + (high - low) * unit
     q, qd = states[:, :dof].contiguous(), states[:, dof:].contiguous()
-    return Dataset(q, qd, synthetic_targets(request, q, qd), synthetic=True)
+    t, Q = times_and_forces(request, n)
+    return Dataset(q, qd, synthetic_targets(request, q, qd, t=t, Q=Q), synthetic=True, t=t, Q=Q)
 

@@ -18,6 +18,12 @@ Spelling
     - Functions of one argument: ``sin cos tan asin acos atan sinh cosh tanh exp log
       log10 sqrt abs``.
 
+    - The time ``t`` (the system is then time-dependent; ``t`` cannot be a parameter).
+
+A Rayleigh dissipation function (``system.dissipation``) is written the same way over the
+same parameters (:func:`compile_dissipation`); L and R are analysed together for their scale
+groups (L -> cL, R -> cR is one symmetry), and errors in R name ``dissipation``.
+
 Anything else (attribute access, calls of other names, subscripts, keyword arguments,
 lambdas, strings, comparisons, unknown names, ...) raises ``LagfitError`` with one line
 naming the offending token. The text is never handed to ``eval``/``exec``/``compile``:
@@ -108,7 +114,9 @@ _ALIASES = {"q": ("q", 0), "qd": ("qd", 0)}
 _KEY = "lagrangian"
 
 # Instructions of the postfix program: (opcode, argument).
-_PUSH_Q, _PUSH_QD, _PUSH_PARAM, _PUSH_CONST, _UNARY, _BINARY_OP = range(6)
+_PUSH_Q, _PUSH_QD, _PUSH_PARAM, _PUSH_CONST, _UNARY, _BINARY_OP, _PUSH_T = range(7)
+#: the time variable's name in expressions
+TIME = "t"
 Instruction = tuple[int, Any]
 
 
@@ -132,20 +140,37 @@ class CompiledLagrangian:
     program: tuple[Instruction, ...]
     linear_in_params: bool
     scale_groups: tuple[tuple[str, ...], ...]
+    #: the expression uses the time ``t`` (then it must be called with ``t=``)
+    uses_t: bool = False
+    #: the velocities it uses (indices of qd0, qd1, ...), every coordinate index it uses,
+    #: the ``q``/``qd`` shorthands it uses, and the parameters it uses
+    velocities: frozenset = frozenset()
+    coords: frozenset = frozenset()
+    aliases: tuple = ()
+    used_params: frozenset = frozenset()
 
-    def __call__(self, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-        """L at every state: q, qd (..., D), theta (..., P) -> (...) (broadcast)."""
-        value = self.run(q, qd, theta)
-        shape = torch.broadcast_shapes(q.shape[:-1], qd.shape[:-1], theta.shape[:-1])
+    def __call__(self, q: Tensor, qd: Tensor, theta: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        """L at every state: q, qd (..., D), theta (..., P), t like q[..., 0] -> (...) (broadcast)."""
+        value = self.run(q, qd, theta, t)
+        shapes = [q.shape[:-1], qd.shape[:-1], theta.shape[:-1]]
+        if t is not None:
+            shapes.append(t.shape)
+        shape = torch.broadcast_shapes(*shapes)
         if isinstance(value, Tensor) and value.shape == shape:
             return value
         return torch.broadcast_to(torch.as_tensor(value, dtype=theta.dtype, device=theta.device), shape)
 
-    def run(self, q: Optional[Tensor], qd: Optional[Tensor], theta: Tensor) -> Union[Tensor, float]:
+    def run(
+        self, q: Optional[Tensor], qd: Optional[Tensor], theta: Tensor, t: Optional[Tensor] = None
+    ) -> Union[Tensor, float]:
         """The program's value as the stack machine leaves it (a number if constant)."""
         stack: list[Union[Tensor, float]] = []
         for opcode, argument in self.program:
-            if opcode == _PUSH_Q:
+            if opcode == _PUSH_T:
+                if t is None:
+                    raise ArgumentError("t", "the expression uses the time t, but no times were given")
+                stack.append(t)
+            elif opcode == _PUSH_Q:
                 stack.append(q[..., argument])
             elif opcode == _PUSH_QD:
                 stack.append(qd[..., argument])
@@ -219,6 +244,8 @@ def _check_param_names(param_names: tuple[str, ...]) -> None:
             )
         if name in FUNCTIONS or name in CONSTANTS:
             raise ArgumentError("params", f"{name!r} is a reserved name (function or constant)")
+        if name == TIME:
+            raise ArgumentError("params", f"{name!r} is the time variable and cannot be a parameter")
 
 
 def _parse(source: Any) -> tuple[ast.Expression, str]:
@@ -308,12 +335,15 @@ def _fold(source: str, node: ast.AST, function: Callable[..., Any], *values: flo
     return result
 
 
-def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLagrangian:
+def compile_lagrangian(
+    source: str, param_names: tuple[str, ...], *, allow_unused: bool = False
+) -> CompiledLagrangian:
     """Validate ``source`` and build the torch Lagrangian it describes.
 
     Args:
         source: the expression (see the module docstring for the spelling).
         param_names: the declared parameters, in θ's order.
+        allow_unused: parameters may be missing from it (they appear in the dissipation).
 
     Raises:
         LagfitError: one line naming the offending token.
@@ -321,8 +351,49 @@ def compile_lagrangian(source: str, param_names: tuple[str, ...]) -> CompiledLag
     param_names = tuple(param_names)
     _check_param_names(param_names)
     tree, text = _parse(source)
-    compiled = _Compiler(text, param_names).run(tree.body)
+    compiled = _Compiler(text, param_names, allow_unused=allow_unused).run(tree.body)
     return dataclasses.replace(compiled, source=source.strip())
+
+
+_DISSIPATION_KEY = "dissipation"
+
+
+def compile_dissipation(source: Any, param_names: tuple[str, ...], dof: int) -> CompiledLagrangian:
+    """Validate a Rayleigh dissipation function R(q, q̇, t; θ) for a Lagrangian with ``dof``
+    coordinates: the same spelling and parser as the Lagrangian; errors name
+    ``dissipation``.
+
+    Raises:
+        LagfitError: one line: bad syntax or names, a coordinate the Lagrangian does not
+            have, no velocity at all (∂R/∂q̇ would vanish: R would do nothing), or ``q``/``qd``
+            shorthand where the Lagrangian has several coordinates.
+    """
+    param_names = tuple(param_names)
+    try:
+        tree, text = _parse(source)
+        compiled = _Compiler(text, param_names, require_all=False, check_coords=False).run(tree.body)
+    except ArgumentError as err:
+        if err.argument == _KEY:
+            raise ArgumentError(_DISSIPATION_KEY, err.detail) from None
+        raise
+    if compiled.aliases and dof > 1:
+        alias = compiled.aliases[0]
+        raise ArgumentError(
+            _DISSIPATION_KEY, f"{alias!r} is shorthand for {alias}0 in a one-coordinate system; "
+            f"the Lagrangian has {dof} coordinates: write {alias}0"
+        )
+    beyond = sorted(i for i in compiled.coords if i >= dof)
+    if beyond:
+        raise ArgumentError(
+            _DISSIPATION_KEY, f"uses coordinate {beyond[0]} (q{beyond[0]} or qd{beyond[0]}), but the "
+            f"Lagrangian has {dof} coordinate{'s' if dof > 1 else ''} (q0..q{dof - 1})"
+        )
+    if not compiled.velocities:
+        raise ArgumentError(
+            _DISSIPATION_KEY, "does not depend on any velocity (qd0, qd1, ...): ∂R/∂q̇ would be "
+            "zero, so it would exert no force; write R like ½ c qd0**2"
+        )
+    return dataclasses.replace(compiled, source=str(source).strip(), dof=dof)
 
 
 def _compile_part(source: str, names: tuple[str, ...]) -> CompiledLagrangian:
@@ -415,15 +486,22 @@ def separate(source: str, param_names: tuple[str, ...]) -> Optional[Coefficients
 class _Compiler:
     """One pass over a parsed expression: validate, fold, emit postfix, analyse."""
 
-    def __init__(self, source: str, param_names: tuple[str, ...], require_all: bool = True) -> None:
+    def __init__(
+        self, source: str, param_names: tuple[str, ...], require_all: bool = True,
+        allow_unused: bool = False, check_coords: bool = True,
+    ) -> None:
         self.source = source
         self.require_all = require_all
+        self.allow_unused = allow_unused
+        self.check_coords = check_coords
         self.param_names = param_names
         self.param_index = {name: i for i, name in enumerate(param_names)}
         self.program: list[Instruction] = []
         self.items: list[_Item] = []
         self.constraints: set[Exponents] = set()  # rows r with r·w = 0 for a symmetry w
         self.used_coords: set[int] = set()
+        self.used_velocities: set[int] = set()
+        self.uses_t = False
         self.used_params: set[str] = set()
         self.aliases_used: list[str] = []
 
@@ -447,9 +525,14 @@ class _Compiler:
             )
 
         (result,) = self.items
-        dof = _infer_dof(self.used_coords, self.aliases_used) if self.used_coords or self.require_all else 0
+        if not self.check_coords:
+            dof = max(self.used_coords) + 1 if self.used_coords else 0
+        elif self.used_coords or self.require_all:
+            dof = _infer_dof(self.used_coords, self.aliases_used)
+        else:
+            dof = 0
         unused = [name for name in self.param_names if name not in self.used_params]
-        if unused and self.require_all:
+        if unused and self.require_all and not self.allow_unused:
             raise ArgumentError(
                 "params", f"parameter {unused[0]!r} does not appear in the Lagrangian "
                 f"(q̈ would not depend on it)"
@@ -463,6 +546,11 @@ class _Compiler:
             program=tuple(self.program),
             linear_in_params=result.param_degree <= 1,
             scale_groups=_scale_groups(self.constraints, self.param_names),
+            uses_t=self.uses_t,
+            velocities=frozenset(self.used_velocities),
+            coords=frozenset(self.used_coords),
+            aliases=tuple(self.aliases_used),
+            used_params=frozenset(self.used_params),
         )
 
     # ------------------------------------------------------------------ emission
@@ -520,6 +608,10 @@ class _Compiler:
             self.items.append(_Item(None, 1.0, exponents, False))
         elif name in CONSTANTS:
             self._push_constant(CONSTANTS[name], 0)
+        elif name == TIME:
+            self.uses_t = True
+            self.program.append((_PUSH_T, None))
+            self.items.append(_Item(None, 0.0, self._zero(), True))
         else:
             kind, index = _ALIASES.get(name) or _split_state(name)
             if index >= MAX_DOF:
@@ -527,6 +619,8 @@ class _Compiler:
             if name in _ALIASES:
                 self.aliases_used.append(name)
             self.used_coords.add(index)
+            if kind == "qd":
+                self.used_velocities.add(index)
             self.program.append((_PUSH_Q if kind == "q" else _PUSH_QD, index))
             self.items.append(_Item(None, 0.0, self._zero(), True))
 
@@ -687,13 +781,14 @@ def _validated_children(source: str, node: ast.AST, param_index: Mapping[str, in
             node.id in param_index
             or node.id in CONSTANTS
             or node.id in _ALIASES
+            or node.id == TIME
             or _STATE_NAME.fullmatch(node.id)
         ):
             if node.id in FUNCTIONS:
                 raise _fail(f"function {node.id!r} must be called, e.g. {node.id}(q0)")
             raise _fail(
-                f"unknown name {node.id!r} (state variables: q0, q1, ..., qd0, qd1, ...; "
-                f"parameters: {', '.join(param_index) or 'none'})"
+                f"unknown name {node.id!r} (state variables: q0, q1, ..., qd0, qd1, ..., "
+                f"time t; parameters: {', '.join(param_index) or 'none'})"
             )
         return []
     if isinstance(node, ast.UnaryOp):
@@ -748,7 +843,13 @@ def _infer_dof(used_coords: set[int], aliases_used: list[str]) -> int:
 
 @register_system("custom")
 def custom_system(spec: Mapping[str, Any]) -> System:
-    """``system=custom``: the Lagrangian in ``spec["lagrangian"]`` over ``spec["params"]``."""
+    """``system=custom``: the Lagrangian in ``spec["lagrangian"]`` over ``spec["params"]``,
+    with an optional Rayleigh function ``spec["dissipation"]`` over the same parameters.
+
+    Either may use the time ``t`` (the system is then time-dependent). L and R scale
+    together: the scale groups are read off the pair (as if R's terms were L's), so a
+    parameter of R shares L's scale group when L -> cL, R -> cR is the only freedom.
+    """
     params = spec.get("params")
     if not isinstance(params, Mapping) or not params:
         raise ArgumentError(
@@ -761,13 +862,61 @@ def custom_system(spec: Mapping[str, Any]) -> System:
             "system=custom needs an expression, e.g. "
             '"0.5*m*qd0**2 - 0.5*k*q0**2"'
         )
-    compiled = compile_lagrangian(source, tuple(params))
+    friction_source = spec.get("dissipation")
+    if friction_source is not None and not (isinstance(friction_source, str) and friction_source.strip()):
+        raise ArgumentError(_DISSIPATION_KEY, "must be a non-empty expression, e.g. \"0.5*c*qd0**2\"")
+    names = tuple(params)
+    compiled = compile_lagrangian(source, names, allow_unused=friction_source is not None)
+    if friction_source is None:
+        return System(
+            name="custom",
+            lagrangian=compiled,
+            param_names=compiled.param_names,
+            dof=compiled.dof,
+            scale_groups=compiled.scale_groups,
+            linear_in_params=compiled.linear_in_params,
+            coefficients=None if compiled.linear_in_params else separate(source, compiled.param_names),
+            time_dependent=compiled.uses_t,
+        )
+    friction = compile_dissipation(friction_source, names, compiled.dof)
+    unused = [n for n in names if n not in compiled.used_params | friction.used_params]
+    if unused:
+        raise ArgumentError(
+            "params", f"parameter {unused[0]!r} appears in neither the Lagrangian nor the "
+            "dissipation (q̈ would not depend on it)"
+        )
+    # L and R scale together: analyse the pair as one sum of terms
+    pair_text = f"({compiled.source})+({friction.source})"
+    pair = _Compiler(pair_text, names, require_all=False, check_coords=False).run(_parse(pair_text)[0].body)
+    linear = compiled.linear_in_params and friction.linear_in_params
     return System(
         name="custom",
         lagrangian=compiled,
         param_names=compiled.param_names,
         dof=compiled.dof,
-        scale_groups=compiled.scale_groups,
-        linear_in_params=compiled.linear_in_params,
-        coefficients=None if compiled.linear_in_params else separate(source, compiled.param_names),
+        scale_groups=pair.scale_groups,
+        linear_in_params=linear,
+        coefficients=None if linear else _separate_pair(compiled.source, friction.source, names),
+        dissipation=friction,
+        time_dependent=compiled.uses_t or friction.uses_t,
     )
+
+
+def _separate_pair(lagrangian: str, dissipation: str, names: tuple[str, ...]) -> Optional[Coefficients]:
+    """L and R both as Σₖ cₖ(θ) φₖ, with one coefficient vector c = (c_L, c_R); None when
+    either does not separate."""
+    in_l, in_r = separate(lagrangian, names), separate(dissipation, names)
+    if in_l is None or in_r is None:
+        return None
+    n_l = len(in_l.names)
+
+    def of_params(theta: Tensor) -> Tensor:
+        return torch.cat((in_l.of_params(theta), in_r.of_params(theta)), dim=-1)
+
+    def l_of_c(q: Tensor, qd: Tensor, c: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        return in_l.lagrangian(q, qd, c[..., :n_l], t)
+
+    def r_of_c(q: Tensor, qd: Tensor, c: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        return in_r.lagrangian(q, qd, c[..., n_l:], t)
+
+    return Coefficients(of_params, l_of_c, in_l.names + in_r.names, dissipation=r_of_c)

@@ -12,6 +12,10 @@ determined by the data (locally) exactly when its gradient is orthogonal to N:
 - θᵢ / θⱼ:  θⱼ eᵢ − θᵢ eⱼ ⊥ N       -> ``ratio`` (θⱼ its ``gauge``)
 - neither                        -> ``unidentifiable``
 
+A known applied force Q in the data breaks the common scale L -> cL (R -> cR): the fit then
+runs on ``System.with_forces()``, whose structural groups are those that survive a force (none
+for L linear in θ), and this check reports the values the data fix as ``absolute``.
+
 Ratios are formed within classes of parameters whose pairwise ratios are determined; each
 class's gauge is the user's choice where it is in the class, else the structural gauge,
 else its first member. This never claims more than the expression's scale groups (those

@@ -13,7 +13,7 @@ registered factory here plus one YAML file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional
 
 from torch import Tensor
@@ -22,7 +22,9 @@ import torch
 from lagfit_cli.errors import ArgumentError
 from lagfit_cli.core.registry import Registry
 
-Lagrangian = Callable[[Tensor, Tensor, Tensor], Tensor]
+Lagrangian = Callable[..., Tensor]
+#: a Rayleigh dissipation function R(q, qd, theta[, t=]) -> (...), written like a Lagrangian
+Dissipation = Callable[..., Tensor]
 #: Closed-form q̈(q, q̇, θ) with the same broadcasting as a Lagrangian, returning (..., D).
 ClosedForm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -45,6 +47,9 @@ class Coefficients:
     of_params: Callable[[Tensor], Tensor]
     lagrangian: Lagrangian
     names: tuple[str, ...]
+    #: R(q, qd, c), linear in c, when the system has a dissipation function (its
+    #: coefficients are among the same c)
+    dissipation: Optional[Dissipation] = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,19 @@ class System:
             makes the Euler–Lagrange equations linear in θ; ``None`` when unknown.
         coefficients: for a system nonlinear in θ, its form Σₖ cₖ(θ) φₖ when it has one
             (see ``Coefficients``); ``None`` otherwise.
+        dissipation: a Rayleigh function R(q, qd, theta) with the lagrangian's broadcasting
+            and the same θ (``param_names`` covers both): the equations of motion are
+            d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q. ``None``: no friction. Without applied forces
+            L -> cL, R -> cR leaves the motion unchanged, so R's parameters share L's
+            scale group.
+        time_dependent: ``lagrangian`` and ``dissipation`` take a keyword ``t=``, a tensor
+            broadcastable like ``q[..., 0]`` (the time of each state); the solvers then
+            need the data's times.
+        forced_scale_groups: the scale groups that survive a known applied force Q ≠ 0
+            in the data. A force fixes the overall scale of L and R (L -> cL changes
+            d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ but not Q), so ``None`` (the default) means: no
+            group at all where ``scale_groups`` is the common scale, and every parameter
+            left free for the data-driven check otherwise (see ``with_forces``).
     """
 
     name: str
@@ -80,6 +98,9 @@ class System:
     scale_groups: Optional[tuple[tuple[str, ...], ...]] = None
     linear_in_params: Optional[bool] = None
     coefficients: Optional[Coefficients] = None
+    dissipation: Optional[Dissipation] = None
+    time_dependent: bool = False
+    forced_scale_groups: Optional[tuple[tuple[str, ...], ...]] = None
 
     def __post_init__(self) -> None:
         if not self.coord_names:
@@ -94,6 +115,19 @@ class System:
     @property
     def n_params(self) -> int:
         return len(self.param_names)
+
+    def with_forces(self) -> "System":
+        """This system as fitted to data with a known applied force (Q ≠ 0 somewhere).
+
+        The force is on the right of d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q and does not scale
+        with θ, so the scalings of L (and R) are no longer symmetries: for L linear in θ
+        every parameter becomes absolute (m, k, c rather than k/m, c/m). Systems with
+        other scale groups declare the groups that survive (``forced_scale_groups``);
+        undeclared, none is assumed, every parameter is fitted, and the data-driven check
+        (``core.identify``) reports only what the Jacobian actually fixes.
+        """
+        groups = self.forced_scale_groups if self.forced_scale_groups is not None else ()
+        return replace(self, scale_groups=groups, forced_scale_groups=groups)
 
     def parameter_ratios(self, gauge: Optional[str] = None) -> tuple["ParameterRatio", ...]:
         """How each parameter is reported: relative to which gauge, and whether q̈ fixes it.
@@ -169,6 +203,11 @@ def register_fixed_system(system: System) -> System:
 def build_system(spec: Mapping[str, Any]) -> System:
     """Build the System that a ``system`` config names, checking its parameters match."""
     name = spec.get("name")
+    if spec.get("dissipation") is not None and name != "custom":
+        raise ArgumentError(
+            "dissipation", f"is for system=custom; the built-in system {name!r} brings its own "
+            "(friction built in: damped_oscillator, driven_duffing, cart_pole)"
+        )
     system = SYSTEMS.lookup(name)(spec)
     given = tuple(spec.get("params") or {})
     if set(given) != set(system.param_names):
@@ -444,3 +483,171 @@ COUPLED_OSCILLATORS = register_fixed_system(
         linear_in_params=True,
     )
 )
+
+
+# --------------------------------------------------------------------------- friction, forces, time
+
+
+def _constant(spec: Mapping[str, Any], name: str, default: float) -> float:
+    """A fixed, known number a built-in system uses (``system.constants.NAME``)."""
+    constants = spec.get("constants") or {}
+    if not isinstance(constants, Mapping):
+        raise ArgumentError("constants", f"must be a mapping of names to numbers, got {constants!r}")
+    value = constants.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not torch.isfinite(torch.tensor(float(value))):
+        raise ArgumentError(f"constants.{name}", f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _force(Q: Optional[Tensor], i: int):
+    return 0.0 if Q is None else Q[..., i]
+
+
+def _damped_lagrangian(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """L = ½ m q̇² − ½ k q², θ = (m, k, c)."""
+    m, k = theta[..., 0], theta[..., 1]
+    return 0.5 * m * qd[..., 0] ** 2 - 0.5 * k * q[..., 0] ** 2
+
+
+def _damped_dissipation(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    """R = ½ c q̇² (viscous friction)."""
+    return 0.5 * theta[..., 2] * qd[..., 0] ** 2
+
+
+def _damped_qdd(q: Tensor, qd: Tensor, theta: Tensor, *, Q: Optional[Tensor] = None) -> Tensor:
+    """m q̈ = −k q − c q̇ + Q."""
+    m, k, c = theta[..., 0], theta[..., 1], theta[..., 2]
+    return ((-k * q[..., 0] - c * qd[..., 0] + _force(Q, 0)) / m).unsqueeze(-1)
+
+
+DAMPED_OSCILLATOR = register_fixed_system(
+    System(
+        "damped_oscillator",
+        _damped_lagrangian,
+        ("m", "k", "c"),
+        dof=1,
+        closed_form=_damped_qdd,
+        linear_in_params=True,
+        dissipation=_damped_dissipation,
+    )
+)
+
+
+def driven_duffing(omega: float) -> System:
+    """Damped, driven Duffing oscillator, θ = (m, k, beta, c, F), drive frequency ω fixed:
+
+        L = ½ m q̇² − ½ k q² − ¼ β q⁴ + F q cos(ω t),   R = ½ c q̇²,
+        m q̈ = −k q − β q³ − c q̇ + F cos(ω t) + Q.
+
+    ω is a known constant (``system.constants.omega``), not a parameter: the drive's
+    frequency is what an experimenter sets, and keeping it fixed keeps L linear in θ (the
+    fast basis and the exact start). Without an applied force column every term scales
+    with L: k/m, beta/m, c/m, F/m are identifiable; with one (Q ≠ 0) all five are absolute.
+    """
+
+    def lagrangian(q: Tensor, qd: Tensor, theta: Tensor, *, t: Tensor) -> Tensor:
+        m, k, beta, force = theta[..., 0], theta[..., 1], theta[..., 2], theta[..., 4]
+        x, v = q[..., 0], qd[..., 0]
+        return 0.5 * m * v**2 - 0.5 * k * x**2 - 0.25 * beta * x**4 + force * x * torch.cos(omega * t)
+
+    def dissipation(q: Tensor, qd: Tensor, theta: Tensor, *, t: Tensor) -> Tensor:
+        return 0.5 * theta[..., 3] * qd[..., 0] ** 2
+
+    def qdd(q: Tensor, qd: Tensor, theta: Tensor, *, t: Tensor, Q: Optional[Tensor] = None) -> Tensor:
+        m, k, beta, c, force = (theta[..., i] for i in range(5))
+        x, v = q[..., 0], qd[..., 0]
+        total = -k * x - beta * x**3 - c * v + force * torch.cos(omega * t) + _force(Q, 0)
+        return (total / m).unsqueeze(-1)
+
+    return System(
+        "driven_duffing",
+        lagrangian,
+        ("m", "k", "beta", "c", "F"),
+        dof=1,
+        closed_form=qdd,
+        linear_in_params=True,
+        dissipation=dissipation,
+        time_dependent=True,
+    )
+
+
+@register_system("driven_duffing")
+def _driven_duffing_factory(spec: Mapping[str, Any]) -> System:
+    return driven_duffing(_constant(spec, "omega", 1.2))
+
+
+def cart_pole(g: float) -> System:
+    """A pole on a cart, θ = (M, m, l, c_x, c_theta), gravity g a known constant.
+
+    q0 = x, the cart's position; q1 = the pole's angle from the upward vertical. The pole is
+    a point mass m at the end of a massless rod of length l (l is the full distance from
+    the pivot to the mass), so the mass sits at (x + l sin q1, l cos q1):
+
+        L = ½ (M + m) ẋ² + m l cos q1 ẋ q̇1 + ½ m l² q̇1² − m g l cos q1,
+        R = ½ c_x ẋ² + ½ c_theta q̇1²,
+
+    with the applied force on the cart in Q0 (and a torque at the pivot, if any, in Q1).
+    L is nonlinear in θ but linear in c = (M + m, m l, m l², c_x, c_theta). Without a force,
+    the masses and frictions scale together (M, m, c_x, c_theta): M's ratios and l are
+    identifiable (l = m l² / m l); with a force on the cart all five are absolute. The mass
+    matrix has det = m l² (M + m sin² q1) > 0.
+    """
+
+    def lagrangian(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+        big, m, length = theta[..., 0], theta[..., 1], theta[..., 2]
+        angle, v, w = q[..., 1], qd[..., 0], qd[..., 1]
+        return (
+            0.5 * (big + m) * v**2
+            + m * length * torch.cos(angle) * v * w
+            + 0.5 * m * length**2 * w**2
+            - m * g * length * torch.cos(angle)
+        )
+
+    def dissipation(q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+        return 0.5 * theta[..., 3] * qd[..., 0] ** 2 + 0.5 * theta[..., 4] * qd[..., 1] ** 2
+
+    def coefficients(theta: Tensor) -> Tensor:
+        big, m, length = theta[..., 0], theta[..., 1], theta[..., 2]
+        return torch.stack((big + m, m * length, m * length**2, theta[..., 3], theta[..., 4]), dim=-1)
+
+    def in_coefficients(q: Tensor, qd: Tensor, c: Tensor) -> Tensor:
+        angle, v, w = q[..., 1], qd[..., 0], qd[..., 1]
+        return (
+            0.5 * c[..., 0] * v**2
+            + c[..., 1] * (torch.cos(angle) * v * w - g * torch.cos(angle))
+            + 0.5 * c[..., 2] * w**2
+        )
+
+    def dissipation_in_coefficients(q: Tensor, qd: Tensor, c: Tensor) -> Tensor:
+        return 0.5 * c[..., 3] * qd[..., 0] ** 2 + 0.5 * c[..., 4] * qd[..., 1] ** 2
+
+    def qdd(q: Tensor, qd: Tensor, theta: Tensor, *, Q: Optional[Tensor] = None) -> Tensor:
+        big, m, length, c_x, c_theta = (theta[..., i] for i in range(5))
+        angle, v, w = q[..., 1], qd[..., 0], qd[..., 1]
+        sin, cos = torch.sin(angle), torch.cos(angle)
+        a, b, d = big + m, m * length * cos, m * length**2
+        r0 = _force(Q, 0) - c_x * v + m * length * sin * w**2
+        r1 = _force(Q, 1) - c_theta * w + m * g * length * sin
+        det = a * d - b * b
+        return torch.stack(((d * r0 - b * r1) / det, (a * r1 - b * r0) / det), dim=-1)
+
+    return System(
+        "cart_pole",
+        lagrangian,
+        ("M", "m", "l", "c_x", "c_theta"),
+        dof=2,
+        closed_form=qdd,
+        scale_groups=(("M", "m", "c_x", "c_theta"),),
+        linear_in_params=False,
+        coefficients=Coefficients(
+            coefficients, in_coefficients, ("M+m", "m*l", "m*l**2", "c_x", "c_theta"),
+            dissipation=dissipation_in_coefficients,
+        ),
+        dissipation=dissipation,
+        forced_scale_groups=(),
+    )
+
+
+@register_system("cart_pole")
+def _cart_pole_factory(spec: Mapping[str, Any]) -> System:
+    return cart_pole(_constant(spec, "g", 9.81))

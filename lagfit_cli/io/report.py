@@ -27,6 +27,33 @@ ERROR_FILE = "error.txt"
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_CHECK_FAILED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 FIGURES_DIR = "figures"
+#: the figure index: one line per figure, what it shows and which table it is drawn from
+FIGURE_INDEX_FILE = "README.md"
+
+#: what each figure lagfit writes shows, and the table (CSV in the run folder) it comes from
+FIGURE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "fig1_qdd": ("q̈ over (q, q̇) of the data (seed Fig. 1); without a grid: fitted q̈ against the data's",
+                 "the run's data (data.* in .hydra/config.yaml; with data=csv the file data.path)"),
+    "fig2_landscape": ("the loss over a grid of two parameters, the valley of equal loss marked (seed Fig. 2)",
+                       "landscape.csv"),
+    "fig3_fit_paths": ("the fit's descent paths over the loss landscape of two parameters, coloured by status (seed Fig. 3)",
+                       "fit_history.csv (paths), fit_results.csv (status)"),
+    "fig8_paths": ("gradient-descent paths from many random starts over the landscape, coloured by status (seed Fig. 8)",
+                   "landscape_paths.csv (paths), landscape.csv (background)"),
+    "fit_convergence": ("the loss and each identifiable value against the iteration, one line per start",
+                        "fit_history.csv"),
+    "fig_correlations": ("the correlation matrix of the reported values", "fitted_params.csv"),
+    "fig_profiles": ("the loss profile of each reported value (minimised over the others) with its 95 % level",
+                     "profiles.csv"),
+    "fig4_noise_slice": ("the loss on the slice through the truth ⊥ valley, without and with noise (seed Fig. 4)",
+                         "noise_slice.csv"),
+    "fig5_noise_rms": ("RMS error of the noisy loss on the slice against σ, with the threshold crossing (seed Fig. 5)",
+                       "noise_rms.csv"),
+    "fig6_noise_landscapes": ("the loss landscape without and with noise, each on its own colour scale (seed Fig. 6)",
+                              "landscape of the clean and of one noisy data set (recomputed; noise_slice.csv holds the slice)"),
+    "noise_valley": ("depth and width of the valley on the slice against σ", "noise_rms.csv"),
+    "fig7_benchmark": ("q̈ time per call against the number of points, per solver (seed Fig. 7)", "benchmark.csv"),
+}
 
 
 @dataclass
@@ -38,6 +65,9 @@ class Report:
     failed_check: Optional[str] = None
     #: human-readable lines logged at the end of the run
     summary: list[str] = field(default_factory=list)
+    #: figure name -> (what it shows, the table it is drawn from), for figures/README.md;
+    #: a figure not named here is described by :data:`FIGURE_DESCRIPTIONS`
+    figure_notes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def write(self, run_dir: Path, figure_format: str = "png", dpi: int = 150) -> list[Path]:
         """Write tables, then figures, then metrics.json (the completion marker).
@@ -62,23 +92,19 @@ class Report:
                 os.replace(tmp, path)
                 written.append(path)
             if self.figures:
-                import matplotlib.pyplot as plt
+                from lagfit_cli.io.style import save
 
                 for name, figure in self.figures.items():
                     path = run_dir / FIGURES_DIR / f"{name}.{figure_format}"
-                    # fixed metadata keeps the files identical for identical results
-                    metadata = {"Software": None} if figure_format == "png" else {"Creator": None}
-                    if figure_format == "svg":
-                        metadata["Date"] = None
-                    if figure_format == "pdf":
-                        metadata["CreationDate"] = None
                     tmp = _tmp_name(path)
-                    # svg: a fixed salt makes the clip-path ids the same from run to run
-                    with plt.rc_context({"svg.hashsalt": "lagfit"}):
-                        figure.savefig(tmp, dpi=dpi, metadata=metadata, format=figure_format)
-                    plt.close(figure)
+                    save(figure, tmp, dpi=dpi, figure_format=figure_format)
                     os.replace(tmp, path)
                     written.append(path)
+                path = run_dir / FIGURES_DIR / FIGURE_INDEX_FILE
+                tmp = _tmp_name(path)
+                tmp.write_text(figure_index(self, figure_format), encoding="utf-8")
+                os.replace(tmp, path)
+                written.append(path)
             path = run_dir / METRICS_FILE
             tmp = _tmp_name(path)
             tmp.write_text(json.dumps(to_json(self.metrics), indent=2) + "\n")
@@ -102,6 +128,17 @@ class Report:
                 f"{err.strerror or err}; no result file was kept"
             ) from None
         return written
+
+
+def figure_index(report: Report, figure_format: str) -> str:
+    """figures/README.md: one line per figure, what it shows and which table it is drawn from."""
+    lines = ["# Figures of this run", "",
+             "One line per figure: what it shows, and the table (CSV in the run folder) it is drawn from.", ""]
+    for name in report.figures:
+        what, table = report.figure_notes.get(name) or FIGURE_DESCRIPTIONS.get(name, ("", ""))
+        line = f"- `{name}.{figure_format}`: {what or name}"
+        lines.append(line + (f" — from {table}" if table else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _tmp_name(path: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lagfit_cli.io.plots import style, symbol
+from lagfit_cli.io.plots import outside_legend, symbol
+from lagfit_cli.io.style import LOSS_LABEL, figsize, save, style, wrap
 from lagfit_cli.io.sweep_safety import escape_formulas
 from lagfit_cli.io.sweep import SUMMARY_CSV, SUMMARY_FIGURE, PlotPlan, Series, axis_scale, collect, plot_plan
 
@@ -40,16 +40,17 @@ def metric_label(metric: str, ratio_names: list[str]) -> str:
     if metric == "max_ratio_rel_error":
         if len(ratio_names) == 1:
             return f"relative error of fitted {ratio_label(ratio_names[0])}"
-        return "worst relative error of fitted ratios"
+        return "largest relative error of the fitted ratios"
     return {
-        "best_loss": "best loss (mean squared $\\ddot q$ error)",
+        "best_loss": "best " + LOSS_LABEL,
         "runtime_s": "runtime of the job (s)",
     }.get(metric, metric)
 
 
 def _panel_title(metric: str, plan: PlotPlan) -> str:
     if metric == "max_ratio_rel_error" and len(plan.ratio_names) > 1:
-        return "worst of " + ", ".join(ratio_label(r) for r in plan.ratio_names)
+        # the ratios may belong to different systems (a sweep over system=): not listed
+        return "largest relative error of each job's ratios"
     return {"max_ratio_rel_error": "identifiable-ratio error", "best_loss": "best loss",
             "runtime_s": "runtime"}.get(metric, metric)
 
@@ -70,8 +71,17 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
     n_panels = len(plan.metrics) + len(plan.error_names)
     repeated = any(len(s.x) > len(set(s.x)) for s in plan.series)
     repeat = " and ".join(plan.repeat_keys) or "repeat"
+    # with few x values a line between the medians suggests a trend the sweep cannot show
+    few = len(plan.x_order) <= 3
     with style():
-        fig, axes = plt.subplots(1, n_panels, figsize=(5.4 * n_panels, 4.8), squeeze=False, layout="constrained")
+        cols = min(n_panels, 2)
+        rows = -(-n_panels // cols)
+        width, _ = figsize(1 if cols == 1 else 2)
+        fig, grid = plt.subplots(rows, cols, figsize=(width, 0.8 * width / cols * rows + 0.6), squeeze=False)
+        flat = list(grid.flat)
+        for extra in flat[n_panels:]:
+            extra.remove()
+        axes = np.array([flat[:n_panels]], dtype=object)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         positions = {x: i for i, x in enumerate(plan.x_order)}
         for ax, metric in zip(axes[0], plan.metrics):
@@ -89,8 +99,8 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
                     ax.plot(to_pos(series.x), ys, "o", color=color, ms=3.5, alpha=0.45, mec="none")
                 xs, medians = _median_by_x(series, metric, plan.x_order)
                 label = series.label if len(plan.series) > 1 else (f"median over {repeat}s" if repeated else None)
-                ax.plot(to_pos(xs), medians, "-o" if plan.x_numeric else "--o", color=color, lw=1.6,
-                        ms=5, label=label)
+                line = "o" if few else ("-o" if plan.x_numeric else "--o")
+                ax.plot(to_pos(xs), medians, line, color=color, lw=1.2, ms=5 if few else 3.5, label=label)
             ax.set_title(_panel_title(metric, plan))
             ax.set_ylabel(metric_label(metric, plan.ratio_names))
             _scale(ax, "y", all_y)
@@ -101,10 +111,14 @@ def summary_figure(plan: PlotPlan, sweep_dir: Path) -> Figure:
         if repeated:
             first.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mec="none", label=f"one job (one {repeat})")
             if len(plan.series) > 1:
-                first.plot([], [], "-", color="grey", lw=1.6, label=f"median over {repeat}s")
-        if len(plan.series) > 1 or repeated:
-            first.legend(fontsize=8, framealpha=0.85)
-        fig.suptitle(_suptitle(plan, sweep_dir), fontsize=11)
+                first.plot([], [], "o" if few else "-", color="grey", lw=1.2, label=f"median over {repeat}s")
+        handles = first.get_legend_handles_labels()[0]
+        if len(plan.series) == 1:
+            for ax in axes[0][len(plan.metrics):]:
+                handles += ax.get_legend_handles_labels()[0][:1]
+        if len(plan.series) > 1 or repeated or len(handles):
+            outside_legend(fig, handles)
+        fig.suptitle(wrap(_suptitle(plan, sweep_dir), fig))
     return fig
 
 
@@ -137,12 +151,11 @@ def _error_panel(ax, plan: PlotPlan, name: str, colors: list, positions: dict) -
         ax.errorbar([xs[i] for i in keep], [values[i] for i in keep],
                     yerr=[errors[i] if np.isfinite(errors[i]) else 0.0 for i in keep],
                     fmt="o", color=color, ms=4, capsize=3, lw=1.2, alpha=0.8,
-                    label=series.label if n_series > 1 else "estimate ± std_error")
+                    label=(series.label if n_series > 1 else "estimate ± std_error") if k == 0 or n_series > 1
+                    else "_")
     ax.set_title(f"fitted {ratio_label(name)} ± std_error")
     ax.set_ylabel(f"fitted {ratio_label(name)}")
     _swept_axis(ax, plan)
-    if n_series == 1:
-        ax.legend(fontsize=8, framealpha=0.85)
 
 
 def _suptitle(plan: PlotPlan, sweep_dir: Path) -> str:
@@ -152,11 +165,11 @@ def _suptitle(plan: PlotPlan, sweep_dir: Path) -> str:
     title = f"{headline[0].upper()}{headline[1:]} vs {x}"
     if plan.repeat_keys:
         title += f", {plan.n_repeats} {' and '.join(plan.repeat_keys)}s per point"
-    lines = [title, f"{n_jobs} jobs in {sweep_dir}"]
+    lines = [title + f" ({n_jobs} jobs)"]
     shown = {k: v for k, v in plan.constants.items() if not k.startswith(HIDDEN_PREFIXES)}
     if shown:
         text = "same in every job: " + ", ".join(_describe(k, v) for k, v in shown.items())
-        lines += textwrap.wrap(text, width=40 + 50 * len(plan.metrics))
+        lines.append(text)
     if plan.n_failed:
         lines.append(f"{plan.n_failed} failed job(s) not shown; see summary.csv")
     return "\n".join(lines)
@@ -190,6 +203,8 @@ def _scale(ax, axis: str, values: list, decades: int = 2) -> None:
         setter("symlog", linthresh=threshold, linscale=0.5)
     else:
         setter(scale)
+    if axis == "y" and scale == "symlog" and values and min(values) >= 0:
+        ax.set_ylim(bottom=0)  # errors and losses are ≥ 0: no −threshold tick beside +threshold
     if axis == "x" and scale != "linear":  # symlog's automatic limits reach below 0
         low = -0.3 * threshold if scale == "symlog" else min(values) / 1.5
         ax.set_xlim(low, max(values) * 1.5)
@@ -209,10 +224,7 @@ def summarize(sweep_dir: Path, figure_format: str = "png", dpi: int = 150,
     plan = plot_plan(table)
     figure_path = sweep_dir / f"{SUMMARY_FIGURE}.{figure_format}"
     if plan.metrics and any(s.x for s in plan.series):
-        figure = summary_figure(plan, sweep_dir)
-        metadata = {"Software": None} if figure_format == "png" else {"Creator": None}
-        figure.savefig(figure_path, dpi=dpi, metadata=metadata)
-        plt.close(figure)
+        save(summary_figure(plan, sweep_dir), figure_path, dpi=dpi, figure_format=figure_format)
     else:
         figure_path.unlink(missing_ok=True)
     return table

@@ -23,3 +23,4 @@ from lagfit_cli.app.tasks import landscape  # noqa: E402,F401
 from lagfit_cli.app.tasks import noise_study  # noqa: E402,F401
 from lagfit_cli.app.tasks import seed_report  # noqa: E402,F401
 from lagfit_cli.app.tasks import benchmark  # noqa: E402,F401
+from lagfit_cli.app.tasks import simulate  # noqa: E402,F401

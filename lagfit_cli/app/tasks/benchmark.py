@@ -36,22 +36,24 @@ def fig7(table: pd.DataFrame, title: str):
     """Time per q̈ evaluation vs number of points, log-log, one line per method."""
     from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
 
+    from lagfit_cli.io.style import figsize, wrap
+
     with plots.style():
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8.4, 5.2))
+        fig, ax = plt.subplots(figsize=figsize(2, aspect=0.5))
         for method, rows in table.groupby("method", sort=False):
             rows = rows.sort_values("n_points")
             yerr = np.vstack([rows.median_s - rows.min_s, rows.max_s - rows.median_s])
             style = "--" if method.startswith("closed_form") else "-"
-            ax.errorbar(rows.n_points, rows.median_s, yerr=yerr, fmt=style + "o", ms=4, capsize=2, label=method)
+            ax.errorbar(rows.n_points, rows.median_s, yerr=yerr, fmt=style + "o", ms=3, capsize=2, label=method)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("number of points $N$ (states $(q, \\dot q)$)")
-        ax.set_ylabel("time per $\\ddot q$ evaluation (s, median; bars: min–max)")
-        ax.set_title(title)
+        ax.set_ylabel("time per $\\ddot q$ evaluation (s)\nmedian; bars: min–max")
+        ax.set_title(wrap(title, fig, 0.7))
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method")  # outside the data
     return fig
 
 

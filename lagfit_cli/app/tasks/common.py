@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lagfit_cli.core.data import DataRequest, Dataset, build_dataset
 from lagfit_cli.core.solvers import Solver, check_mass_matrix, make_solver
+from lagfit_cli.core.solvers.policy import bind_data
 from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.noise import add_noise
 from lagfit_cli.core.random import generator
@@ -72,6 +73,8 @@ def prepare_problem(cfg: DictConfig) -> Problem:
         check_measured_mass_matrix(system, clean64, truth64, center64)
     check_finite_targets(clean64)
     clean = clean64.to(dtype, device)
+    # figures, landscapes and noise studies evaluate q̈ at these states: with their t and Q
+    solver = bind_data(solver, clean.t, clean.Q)
     truth = truth64.to(dtype=dtype, device=device)
     noisy = add_noise(clean, cfg.noise.sigma, cfg.noise.apply_to, generator(cfg.seed, "noise"))
     check_finite_noise(noisy, cfg.noise.sigma, cfg.dtype)
@@ -105,12 +108,13 @@ def _values(system: System, theta: Tensor) -> str:
 
 def check_measured_mass_matrix(system: System, data: Dataset, truth: Tensor, center: Tensor) -> None:
     """The mass-matrix check for measured data: at the truth, or where the descent starts."""
+    t = data.t if system.time_dependent else None
     if bool(torch.isfinite(truth).all()):
-        check_mass_matrix(system, data.q, data.qd, truth)
+        check_mass_matrix(system, data.q, data.qd, truth, t=t)
     else:
         # unknown truths (measured data): check where the descent starts instead
         try:
-            check_mass_matrix(system, data.q, data.qd, center)
+            check_mass_matrix(system, data.q, data.qd, center, t=t)
         except LagfitError as err:
             raise LagfitError(
                 f"{err} [checked at the centre of the initial guesses, θ = "

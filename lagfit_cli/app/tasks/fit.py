@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from lagfit_cli.app.tasks import register_task
 from lagfit_cli.app.tasks.common import Problem, prepare_problem, problem_metrics
 from lagfit_cli.core.api import FitOptions, FitReport, fit_dataset
-from lagfit_cli.core.fit import DIVERGED, reported_values
+from lagfit_cli.core.fit import reported_values
 from lagfit_cli.core.fit import ratio_label as plots_label
 from lagfit_cli.core.landscape import loss_landscape, span
 from lagfit_cli.io.report import Report
@@ -112,23 +112,27 @@ def fit_figures(
     system, data, result, ratios_ = problem.system, problem.data, fitted.result, fitted.ratios
     truth_known = bool(torch.isfinite(fitted.truth).all())
     method = "Levenberg–Marquardt" if result.method == "lm" else "Gradient-descent"
-    label = f"{system.name}, σ = {cfg.noise.sigma:g}"
+    label = f"{system.name}, σ = {cfg.noise.sigma:g}" if cfg.data.name != "csv" or cfg.noise.sigma else (
+        f"{system.name}, measured data")
     best_theta = result.theta[result.best]
     source = (
         f"data from {cfg.data.path}" if cfg.data.name == "csv"
         else f"synthetic data, σ = {cfg.noise.sigma:g}"
     )
+    columns = dict(cfg.data.columns) if cfg.data.name == "csv" and cfg.data.get("columns") else None
     if data.grid_shape is not None:
-        figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: {source}")}
+        figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: q̈ of the data ({source})", columns)}
     else:
         with torch.no_grad():
             predicted = problem.solver(system, data.q, data.qd, best_theta[None])[0]
         figures = {"fig1_qdd": plots.qdd_scatter_figure(
-            data, predicted, f"{system.name}: fitted vs data q̈ ({source})"
+            data, predicted, f"{system.name}: fitted vs data q̈ ({source})", columns
         )}
 
     # Figs. 3/8: paths of two parameters over their loss landscape
     if pair is not None:
+        from lagfit_cli.app.tasks.landscape import singular_cells, slice_note
+
         ix, iy = pair
         reference = fitted.truth if truth_known else best_theta
         theta_path = result.history.theta  # (T, B, P)
@@ -138,6 +142,7 @@ def fit_figures(
         x_lo, x_hi = span(xs, float(reference[ix]))
         y_lo, y_hi = span(ys, float(reference[iy]))
         grid = lambda lo, hi: torch.linspace(lo, hi, res, dtype=problem.dtype, device=problem.device)  # noqa: E731
+        reference = reference.to(dtype=problem.dtype, device=problem.device)
         landscape = loss_landscape(
             system, problem.solver, data.q, data.qd, data.qdd, reference,
             ix, iy, grid(x_lo, x_hi), grid(y_lo, y_hi),
@@ -146,11 +151,13 @@ def fit_figures(
             theta_path[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
             for b in range(len(result.status))
         ]
-        diverged = np.array([s == DIVERGED for s in result.status])
         figures["fig3_fit_paths"] = plots.paths_figure(
             landscape, paths, (float(reference[ix]), float(reference[iy])),
-            f"{method} paths over the loss landscape ({label})", diverged,
+            f"{method} paths over the loss landscape ({label})",
             reference_label="true parameters" if truth_known else "best fit",
+            statuses=result.status, valley=truth_known,
+            singular=singular_cells(problem, data, reference, ix, iy, landscape),
+            note=slice_note(system, ix, iy, "true values" if truth_known else "best fit"),
         )
 
     rows = [r for r, row in enumerate(ratios_) if row.status in ("ratio", "absolute")]
@@ -165,7 +172,7 @@ def fit_figures(
     gauges = [row.name for row in ratios_ if row.status == "gauge"]
     hidden = [row.name for row in ratios_ if row.status == "unidentifiable"]
     if gauges:
-        notes.append("gauge (ratio 1): " + ", ".join(plots.symbol(n) for n in gauges))
+        notes.append(", ".join(plots.symbol(n) for n in gauges) + " sets the scale (the values shown are ratios to it)")
     if hidden:
         notes.append("not identifiable: " + ", ".join(plots.symbol(n) for n in hidden))
     unc = fitted.uncertainty
@@ -174,7 +181,7 @@ def fit_figures(
         clabels = [rlabels[rows.index(index[name])] for name in unc.correlation_labels]
         figures["fig_correlations"] = plots.correlations_figure(
             clabels, unc.correlation.numpy(), f"Correlations of the estimates ({unc.method})",
-            note=label + (f", condition number {unc.condition_number:.3g}"
+            note=label + (f", condition number = {unc.condition_number:.3g}"
                           if unc.condition_number == unc.condition_number else ""),
         )
     prof = fitted.profiles
@@ -197,7 +204,7 @@ def fit_figures(
         )
     figures["fit_convergence"] = plots.convergence_figure(
         result.history.loss.cpu().numpy(), ratios, rlabels, true_values, f"Convergence ({label})",
-        note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(),
+        note="; ".join(notes), iterations=result.history.iteration().cpu().numpy(), statuses=result.status,
     )
     return figures
 
@@ -227,6 +234,9 @@ def fit_task(cfg: DictConfig) -> Report:
     if cfg.report.figures:
         report.figures.update(fit_figures(cfg, problem, fitted, pair))
     report.summary.extend(fitted.summary())
+    from lagfit_cli.app.tasks.simulate import fit_rollout
+
+    fit_rollout(cfg, problem, fitted, report)  # trajectory data only (rollout.*)
     if not fitted.fit_ok and cfg.check.require_converged:
         report.failed_check = "check failed: the fit cannot be trusted: " + "; ".join(
             w for w in fitted.warnings if "did not converge" in w or "disagree" in w

@@ -13,13 +13,18 @@ from omegaconf import DictConfig
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.errors import LagfitError
 from lagfit_cli.core.api import IDENTIFIABLE
-from lagfit_cli.core.fit import DIVERGED, STATUSES, relative_error, reported_values
+from lagfit_cli.core.fit import STATUSES, relative_error, reported_values
 from lagfit_cli.core.landscape import Landscape, followers, landscape_pair, loss_landscape, parameter_grid
 from lagfit_cli.io.report import Report
 from . import register_task
 from lagfit_cli.app.tasks.common import Problem, prepare_problem, problem_metrics
 from lagfit_cli.app.tasks.fit import run_fit
 from lagfit_cli.io.tables import history_table
+
+
+#: a start's status as the console names it
+STATUS_NAMES = {"converged": "converged", "stalled": "stalled", "max_iters": "reached the iteration limit",
+                "diverged": "diverged"}
 
 
 def landscape_indices(cfg: DictConfig, problem: Problem) -> tuple[int, int]:
@@ -66,6 +71,53 @@ def landscape_on(cfg: DictConfig, problem: Problem, data: Dataset, ix: int, iy: 
     )
 
 
+def singular_cells(problem: Problem, data: Dataset, reference, ix: int, iy: int, landscape: Landscape):
+    """(ny, nx) bool: the grid cells whose parameters make the mass matrix ∂²L/∂q̇∂q̇ᵀ
+    singular somewhere in the data (its determinant changes sign between data points or
+    vanishes at one): q̈ and the loss there are meaningless and are masked in the figures.
+    Computed for systems linear in θ or in coefficients c(θ), where H = H₀ + Σₖ cₖ Hₖ is one
+    product per cell; None for other systems (nothing is masked)."""
+    from lagfit_cli.core.solvers.jacobian import BasisModel, make_residual_model
+
+    try:
+        model = make_residual_model(problem.system, data.q, data.qd, data.qdd, compile="false")
+    except LagfitError:
+        return None
+    if not isinstance(model, BasisModel):
+        return None
+    basis = model.basis
+    follow = followers(problem.system, ix, iy)
+    theta = parameter_grid(reference, ix, iy, follow, landscape.x, landscape.y)
+    n_points, dof = basis.shape
+    chunk = max(1, 4_000_000 // max(1, n_points * dof * dof))
+    cells = []
+    with torch.no_grad():
+        for part in theta.split(chunk):
+            c = model._coefficients(part.to(basis.hessian.dtype))  # noqa: SLF001 θ, or c(θ)
+            det = torch.linalg.det(basis._terms(c)[0])  # noqa: SLF001 (g, N)
+            scale = det.abs().amax(dim=1)
+            cells.append(((det.amin(dim=1) <= 0) & (det.amax(dim=1) >= 0)) | (det.abs().amin(dim=1) <= 1e-12 * scale))
+    mask = torch.cat(cells).reshape(len(landscape.y), len(landscape.x)).cpu().numpy()
+    return mask if mask.any() else None
+
+
+def slice_note(system, ix: int, iy: int, reference: str) -> str:
+    """Under a landscape of two of P > 2 parameters: it is a 2-D slice."""
+    names = system.param_names
+    if len(names) <= 2:
+        return ""
+    follow = followers(system, ix, iy)
+    others = [n for j, n in enumerate(names) if j not in (ix, iy)]
+    moving = [names[j] for j in follow]
+    fixed = [n for n in others if n not in moving]
+    parts = []
+    if fixed:
+        parts.append(f"{', '.join(fixed)} held at the {reference}")
+    if moving:
+        parts.append(f"{', '.join(moving)} scaled with {names[ix]}")
+    return f"2-D slice of the {len(names)}-parameter loss: " + "; ".join(parts)
+
+
 def landscape_table(problem: Problem, landscape: Landscape, ix: int, iy: int) -> pd.DataFrame:
     """One row per grid point: every parameter (see landscape.followers) and the loss."""
     follow = followers(problem.system, ix, iy)
@@ -109,15 +161,12 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
         from lagfit_cli.io import plots  # matplotlib: only when figures are drawn
 
         xs, ys = plots.symbol(names[ix]), plots.symbol(names[iy])
-        with plots.style():
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(6.8, 5.4))
-            plots.landscape_axes(ax, landscape, fig, label="loss (mean squared $\\ddot q$ error)")
-            ax.plot(float(problem.truth[ix]), float(problem.truth[iy]), "*", color="gold", mec="black",
-                    ms=12, label="true parameters")
-            ax.legend(loc="upper left", framealpha=0.85)
-            ax.set_title(f"Loss landscape ({label}): valley {ys}/{xs} = {landscape.valley_slope:.4g}")
+        singular = singular_cells(problem, problem.data, problem.truth, ix, iy, landscape)
+        fig = plots.landscape_figure(
+            landscape, (float(problem.truth[ix]), float(problem.truth[iy])),
+            f"Loss landscape ({label}): valley {ys}/{xs} = {landscape.valley_slope:.4g}",
+            singular=singular, note=slice_note(problem.system, ix, iy, "true values"),
+        )
         report.figures["fig2_landscape"] = fig
 
     if cfg.init.n_starts > 1:
@@ -145,11 +194,11 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
                 result.history.theta[: result.history.rows_until(int(result.stop_iter[b])), b][:, [ix, iy]].cpu().numpy()
                 for b in range(len(result.status))
             ]
-            diverged = np.array([s == DIVERGED for s in result.status])
             report.figures["fig8_paths"] = plots.paths_figure(
                 landscape, paths, (float(problem.truth[ix]), float(problem.truth[iy])),
                 f"{len(paths)} gradient-descent paths from random starts ({label}, ε₀ = {result.lr0:.3g})",
-                diverged,
+                statuses=result.status, singular=singular,
+                note=slice_note(problem.system, ix, iy, "true values"),
             )
     report.metrics = metrics
     report.summary.append(
@@ -160,9 +209,8 @@ def landscape_report(cfg: DictConfig, problem: Problem) -> Report:
     )
     if "paths" in metrics:
         p = metrics["paths"]
-        report.summary.append(
-            f"  {p['n_converged']}/{p['n_starts']} descent paths converged, {p['n_diverged']} diverged (ε₀ = {p['optim_lr']:.4g})"
-        )
+        counts = ", ".join(f"{p['n_' + s]} {STATUS_NAMES[s]}" for s in STATUSES if p["n_" + s])
+        report.summary.append(f"  {p['n_starts']} descent paths: {counts} (ε₀ = {p['optim_lr']:.4g})")
     return report
 
 

@@ -25,7 +25,7 @@ from lagfit_cli.io.report import Report
 from lagfit_cli.core.slices import perpendicular_slice, rms_error, valley_shape
 from . import register_task
 from lagfit_cli.app.tasks.common import Problem, generator, prepare_problem, problem_metrics
-from lagfit_cli.app.tasks.landscape import landscape_indices, landscape_on
+from lagfit_cli.app.tasks.landscape import landscape_indices, landscape_on, singular_cells
 
 
 def noisy_copies(problem: Problem, sigma: float, apply_to: str, realizations: int) -> list[Dataset]:
@@ -92,6 +92,9 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     clean_shape = valley_shape(s, clean)
     over = rms_table["rms_mean"] > ns.threshold_fraction * clean_range
     threshold = float(rms_table["sigma"][over].iloc[0]) if bool(over.any()) else None
+    crossing = threshold_crossing(sigmas, rms_table["rms_mean"].to_numpy(), ns.threshold_fraction * clean_range)
+    show = shown_sigma(float(ns.show_sigma), sigmas)
+    at_edge = np.isclose(np.abs(rms_table["valley_s_min"].to_numpy()), abs(float(s[-1])))
     below = rms_table["sigma"][~over]
     largest = shapes[sigmas[-1]]
 
@@ -111,6 +114,9 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
         "clean_loss_range": clean_range,
         "threshold_fraction": float(ns.threshold_fraction),
         "threshold_sigma": threshold,
+        #: where the mean RMS error crosses the threshold, interpolated in log σ – log RMS
+        "threshold_sigma_interpolated": crossing,
+        "show_sigma": show,
         "largest_sigma_below_threshold": float(below.iloc[-1]) if len(below) else None,
         "rms_mean": dict(zip(map(str, sigmas), rms_table["rms_mean"])),
         "valley": {
@@ -140,7 +146,6 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     if cfg.report.figures:
         from lagfit_cli.io import study_plots  # matplotlib: only when figures are drawn
 
-        show = float(ns.show_sigma)
         copies = noisy_copies(problem, show, apply_to, ns.realizations)
         shown = slice_losses(problem, line.theta, copies)
         system = problem.system.name
@@ -149,31 +154,47 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
             s, clean, shown, show, names[ix], names[iy], f"Loss on the slice ⊥ valley through the truth ({where})"
         )
         report.figures["fig5_noise_rms"] = study_plots.noise_rms_figure(
-            sigmas, np.stack(rms_all), clean_range, ns.threshold_fraction, threshold,
+            sigmas, np.stack(rms_all), clean_range, ns.threshold_fraction, crossing,
             f"RMS error of the loss on the slice vs noise ({where})",
         )
         clean_land = landscape_on(cfg, problem, problem.clean, ix, iy)
         noisy_land = landscape_on(cfg, problem, copies[0], ix, iy)
         report.figures["fig6_noise_landscapes"] = study_plots.noise_landscapes_figure(
-            clean_land, noisy_land, show, f"Loss landscape without and with noise ({where})"
+            clean_land, noisy_land, show, f"Loss landscape without and with noise ({where})",
+            truth_xy=(float(problem.truth[ix]), float(problem.truth[iy])),
+            singular=singular_cells(problem, problem.clean, problem.truth, ix, iy, clean_land),
+            singular_noisy=singular_cells(problem, copies[0], problem.truth, ix, iy, noisy_land),
         )
         report.figures["noise_valley"] = study_plots.valley_figure(
             sigmas, rms_table["valley_width"].to_numpy(), rms_table["valley_decades"].to_numpy(),
             f"The valley along the slice vs noise ({where}; mean over realizations)",
-            at_edge=np.isclose(np.abs(rms_table["valley_s_min"].to_numpy()), abs(float(s[-1]))),
+            at_edge=at_edge,
         )
     report.metrics["noise_study_s"] = time.perf_counter() - started
 
-    t = "none of the σ" if threshold is None else f"σ = {threshold:g}"
+    level = f"{ns.threshold_fraction:g} × the clean loss range ({clean_range:.3g})"
+    if crossing is not None:
+        t = f"crosses {level} at σ ≈ {crossing:.2g} (interpolated; first sampled σ above it: {threshold:g})"
+    elif threshold is not None:
+        t = f"exceeds {level} already at the smallest σ = {threshold:g}"
+    else:
+        t = f"stays below {level} at every sampled σ"
     report.summary.append(
         f"noise study {problem.system.name} (noise on {apply_to}, {len(sigmas)} σ × {ns.realizations} realizations): "
-        f"RMS error first exceeds {ns.threshold_fraction:g} × the clean loss range ({clean_range:.3g}) at {t}"
+        f"the RMS error of the loss {t}"
     )
+    if show != float(ns.show_sigma):
+        report.summary.append(
+            f"NOTE: task.show_sigma={float(ns.show_sigma):g} is not among task.sigmas; Figs. 4 and 6 show σ = {show:g}"
+        )
+    picks = [("clean", clean_shape, False), (f"σ = {sigmas[0]:g}", shapes[sigmas[0]], bool(at_edge[0])),
+             (f"σ = {sigmas[-1]:g}", largest, bool(at_edge[-1]))]
     report.summary.append(
-        f"  valley on the slice, clean → σ = {sigmas[0]:g} → σ = {sigmas[-1]:g}: "
-        f"log10(max/min) {clean_shape.decades:.3g} → {shapes[sigmas[0]].decades:.3g} → {largest.decades:.3g}, "
-        f"width {clean_shape.width:.3g} → {shapes[sigmas[0]].width:.3g} → {largest.width:.3g}, "
+        "  valley on the slice, " + " → ".join(name for name, _, _ in picks) + ": "
+        f"log10(max/min) {' → '.join(_decades(shape) for _, shape, _ in picks)}, "
+        f"width {' → '.join(_width(shape, edge) for _, shape, edge in picks)}, "
         f"floor {clean_shape.floor:.3g} → {largest.floor:.3g}, minimum at s = {largest.s_min:.3g}"
+        + (" (the end of the slice)" if at_edge[-1] else "")
     )
     return report
 
@@ -223,6 +244,50 @@ def estimator_metrics(table: pd.DataFrame) -> dict:
             for sigma, g in grouped
         }
     return out
+
+
+def threshold_crossing(sigmas: np.ndarray, rms_mean: np.ndarray, level: float) -> float | None:
+    """The σ where the mean RMS error first crosses ``level``, interpolated linearly in
+    log σ – log RMS between the samples on either side; None when it never does (or already
+    at the smallest σ: then the crossing lies below the sampled range)."""
+    sigmas, rms_mean = np.asarray(sigmas, float), np.asarray(rms_mean, float)
+    above = np.nonzero(rms_mean > level)[0]
+    if not above.size or above[0] == 0:
+        return None
+    i = int(above[0])
+    (s0, s1), (r0, r1) = sigmas[i - 1:i + 1], rms_mean[i - 1:i + 1]
+    if s0 <= 0 or r0 <= 0:  # no log scale at σ = 0 or an exact zero: linear
+        return float(s0 + (level - r0) / (r1 - r0) * (s1 - s0))
+    frac = (np.log(level) - np.log(r0)) / (np.log(r1) - np.log(r0))
+    return float(np.exp(np.log(s0) + frac * (np.log(s1) - np.log(s0))))
+
+
+def _width(shape, at_edge: bool) -> str:
+    """A valley's width: 'no valley' where the minimum is at the slice's end, '0 (a line)'
+    where the minimum is exactly 0 (nothing lies below √(min·max) = 0 but the line)."""
+    if at_edge:
+        return "no valley"
+    if shape.floor == 0:
+        return "0 (a line: minimum exactly 0)"
+    return f"{shape.width:.2g}"
+
+
+def _decades(shape) -> str:
+    """log10(max/min) of a valley: 'inf' where its minimum is exactly 0 (unbounded depth)."""
+    if shape.floor == 0 and shape.depth > 0:
+        return "inf (minimum exactly 0)"
+    return f"{shape.decades:.3g}"
+
+
+def shown_sigma(requested: float, sigmas: np.ndarray) -> float:
+    """The σ of the with-noise panels: task.show_sigma when it is one of task.sigmas, else
+    the sampled σ nearest to it (in log σ), so the figures show a σ the tables hold."""
+    if np.isclose(sigmas, requested, rtol=1e-9, atol=0).any() or not len(sigmas):
+        return requested
+    positive = sigmas[sigmas > 0]
+    if requested > 0 and len(positive):
+        return float(positive[np.argmin(np.abs(np.log(positive) - np.log(requested)))])
+    return float(sigmas[np.argmin(np.abs(sigmas - requested))])
 
 
 @register_task("noise_study")

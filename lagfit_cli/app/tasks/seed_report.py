@@ -31,6 +31,7 @@ def merge_reports(parts: dict[str, Report]) -> Report:
             mine.update(theirs)
         merged.metrics[part] = report.metrics
         merged.summary.extend(report.summary)
+        merged.figure_notes.update(report.figure_notes)
     return merged
 
 

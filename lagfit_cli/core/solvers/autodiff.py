@@ -43,7 +43,7 @@ Solvers, selected by name (``solver.name``):
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -57,61 +57,125 @@ from lagfit_cli.core.systems import System
 
 
 def euler_lagrange_terms(
-    lagrangian: Callable[[Tensor, Tensor, Tensor], Tensor],
+    lagrangian: Callable[..., Tensor],
     q: Tensor,
     qd: Tensor,
     theta: Tensor,
+    *,
+    t: Optional[Tensor] = None,
+    dissipation: Optional[Callable[..., Tensor]] = None,
+    Q: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
-    """The two sides of eq. 5 at every point.
+    """The two sides of eq. 5 at every point, with friction, time and applied forces.
 
     L is evaluated point by point, so its derivatives with respect to the whole state are
     block-diagonal across points: one reverse pass of ΣL gives ∇_q L and ∇_q̇ L everywhere,
     a jvp of ∇_q̇ L along q in the direction q̇ gives (∇_q ∇_q̇ᵀ L) q̇, and D jvps along q̇
-    give the Hessian's columns.
+    give the Hessian's columns. With ``t`` the same jvp runs along (q, t) in the direction
+    (q̇, 1), adding ∂²L/∂q̇∂t; with ``dissipation`` one more reverse pass gives ∇_q̇ R.
 
     Args:
         q, qd: (..., N, D) states (leading batch dims allowed); theta: parameters that
             broadcast against them: (P,) for one vector, or (B, 1, P) with (B, N, D) states.
+        t: times broadcastable like ``q[..., 0]`` (e.g. (N,)), for a time-dependent L
+            (then passed to L and R as ``t=``); None: L does not depend on t.
+        dissipation: R(q, qd, theta[, t=]); Q: applied forces broadcastable like q.
 
     Returns:
         hessian: (..., N, D, D), ∂²L/∂q̇∂q̇ᵀ at each point.
-        rhs: (..., N, D), ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ at each point.
+        rhs: (..., N, D), ∇_q L − (∇_q ∇_q̇ᵀ L) q̇ − ∂²L/∂q̇∂t − ∇_q̇ R + Q at each point.
     """
     dof = q.shape[-1]
+    timed = t is not None
 
-    def total(q_: Tensor, qd_: Tensor) -> Tensor:
+    def total(q_: Tensor, qd_: Tensor, t_: Optional[Tensor]) -> Tensor:
+        if timed:
+            return lagrangian(q_, qd_, theta, t=t_).sum()
         return lagrangian(q_, qd_, theta).sum()
 
-    grad_q = grad(total, argnums=0)(q, qd)
+    grad_q = grad(total, argnums=0)(q, qd, t)
     grad_qd = grad(total, argnums=1)
 
-    # (∇_q ∇_q̇ᵀ L) q̇ is the derivative of ∇_q̇ L along q in the direction q̇: one jvp.
-    _, mixed = jvp(lambda q_: grad_qd(q_, qd), (q,), (qd,))
+    # (∇_q ∇_q̇ᵀ L) q̇ (+ ∂²L/∂q̇∂t) is the derivative of ∇_q̇ L along q in the direction
+    # q̇ (and along t at unit speed): one jvp.
+    if timed:
+        _, mixed = jvp(lambda q_, t_: grad_qd(q_, qd, t_), (q, t), (qd, torch.ones_like(t)))
+    else:
+        _, mixed = jvp(lambda q_: grad_qd(q_, qd, None), (q,), (qd,))
 
     def hessian_column(direction: Tensor) -> Tensor:
-        return jvp(lambda qd_: grad_qd(q, qd_), (qd,), (direction.expand(qd.shape),))[1]
+        return jvp(lambda qd_: grad_qd(q, qd_, t), (qd,), (direction.expand(qd.shape),))[1]
 
     if dof == 1:
         hessian = hessian_column(torch.ones_like(qd)).unsqueeze(-1)
     else:
         eye = torch.eye(dof, dtype=q.dtype, device=q.device)
         hessian = vmap(hessian_column, out_dims=-1)(eye)
-    return hessian, grad_q - mixed
+    rhs = grad_q - mixed
+    if dissipation is not None:
+
+        def total_r(qd_: Tensor) -> Tensor:
+            if timed:
+                return dissipation(q, qd_, theta, t=t).sum()
+            return dissipation(q, qd_, theta).sum()
+
+        rhs = rhs - grad(total_r)(qd)
+    if Q is not None:
+        rhs = rhs + Q
+    return hessian, rhs
 
 
-def _batched_one(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-    hessian, rhs = euler_lagrange_terms(system.lagrangian, q, qd, theta)
+def check_time(system: System, t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t`` for a time-dependent system (an error when the data have none); ``None`` for
+    a system that does not depend on time (its Lagrangian takes no ``t=``)."""
+    if not system.time_dependent:
+        return None
+    if t is None:
+        raise ArgumentError(
+            "t", f"system {system.name!r} depends on time t, but the data have no times "
+            "(give a time column, or data.t_bounds for synthetic data)"
+        )
+    return t
+
+
+def system_terms(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """``euler_lagrange_terms`` of a system: its L, R, and the data's t and Q."""
+    return euler_lagrange_terms(
+        system.lagrangian, q, qd, theta, t=check_time(system, t),
+        dissipation=system.dissipation, Q=Q,
+    )
+
+
+def bound_lagrangian(system: System, t: Optional[Tensor]) -> Callable[..., Tensor]:
+    """L(q, qd, theta) with the data's times bound (the system's own L when not timed)."""
+    t = check_time(system, t)
+    if t is None:
+        return system.lagrangian
+    return lambda q, qd, theta: system.lagrangian(q, qd, theta, t=t)
+
+
+def _batched_one(system: System, q: Tensor, qd: Tensor, theta: Tensor, t, Q) -> Tensor:
+    hessian, rhs = system_terms(system, q, qd, theta, t=t, Q=Q)
     return solve_mass_matrix(hessian, rhs)
 
 
 @register_solver("batched")
-def batched_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+def batched_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
     """Block-diagonal autograd over all points, vmapped over the parameter batch."""
-    return vmap(_batched_one, in_dims=(None, None, None, 0))(system, q, qd, theta)
+    return vmap(_batched_one, in_dims=(None, None, None, 0, None, None))(system, q, qd, theta, t, Q)
 
 
 @register_solver("broadcast")
-def broadcast_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+def broadcast_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
     """Block-diagonal autograd over all starts and points at once, without vmap.
 
     The Lagrangian broadcasts, so the B starts are just more points: the states are
@@ -119,11 +183,12 @@ def broadcast_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Te
     Eager, this saves vmap's per-op overhead; compiled (``make_solver(..., compile=)``),
     the whole eq. 6 becomes one fused loop over the B×N points.
     """
-    return broadcast_qdd(system, q, qd, theta)
+    return broadcast_qdd(system, q, qd, theta, t=t, Q=Q)
 
 
 def broadcast_qdd(
-    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, theta_per_point: bool = False
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, theta_per_point: bool = False,
+    t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
 ) -> Tensor:
     """The ``broadcast`` solver; ``theta_per_point`` repeats θ to (B, N, P) as well.
 
@@ -138,12 +203,14 @@ def broadcast_qdd(
         theta_b = theta[:, None, :].expand(states[:-1] + theta.shape[-1:]).contiguous()
     else:
         theta_b = theta[:, None, :]
-    hessian, rhs = euler_lagrange_terms(system.lagrangian, q_b, qd_b, theta_b)
+    hessian, rhs = system_terms(system, q_b, qd_b, theta_b, t=t, Q=Q)
     return solve_mass_matrix(hessian, rhs)
 
 
 def autograd_terms(
-    lagrangian: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, qd: Tensor, theta: Tensor
+    lagrangian: Callable[..., Tensor], q: Tensor, qd: Tensor, theta: Tensor, *,
+    t: Optional[Tensor] = None, dissipation: Optional[Callable[..., Tensor]] = None,
+    Q: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """``euler_lagrange_terms`` by plain ``torch.autograd``, values only (no graph kept).
 
@@ -152,78 +219,151 @@ def autograd_terms(
     torch._dynamo (~1.5 s): the eager fit path never pays that.
 
     Args:
-        q, qd: (..., N, D); theta broadcasting against them. Returns (..., N, D, D), (..., N, D).
+        q, qd: (..., N, D); theta broadcasting against them; t, dissipation, Q as in
+            ``euler_lagrange_terms``. Returns (..., N, D, D), (..., N, D).
     """
     dof = q.shape[-1]
+    timed = t is not None
     q = q.detach().clone().requires_grad_(True)
     qd = qd.detach().clone().requires_grad_(True)
+    inputs: tuple[Tensor, ...] = (q, qd)
+    if timed:  # one time per point of the batch, so that ∂/∂t stays per point
+        t = t.detach().expand(q.shape[:-1]).clone().requires_grad_(True)
+        inputs = (q, qd, t)
+    kwargs = {"t": t} if timed else {}
     with torch.enable_grad():
         grad_q, grad_qd = torch.autograd.grad(
-            lagrangian(q, qd, theta.detach()).sum(), (q, qd), create_graph=True, materialize_grads=True
+            lagrangian(q, qd, theta.detach(), **kwargs).sum(), (q, qd), create_graph=True,
+            materialize_grads=True,
         )
-        hessian_rows, mixed_rows = [], []
+        hessian_rows, mixed_rows, time_rows = [], [], []
         for i in range(dof):
             row = grad_qd[..., i].sum()
             if row.requires_grad:
-                d_q, d_qd = torch.autograd.grad(
-                    row, (q, qd), retain_graph=i < dof - 1, materialize_grads=True
+                parts = torch.autograd.grad(
+                    row, inputs, retain_graph=i < dof - 1, materialize_grads=True
                 )
             else:  # L is linear in q̇_i: no second derivatives
-                d_q, d_qd = torch.zeros_like(q), torch.zeros_like(qd)
-            mixed_rows.append(d_q)  # ∂²L/∂q̇_i∂q_j
-            hessian_rows.append(d_qd)  # ∂²L/∂q̇_i∂q̇_j
+                parts = tuple(torch.zeros_like(x) for x in inputs)
+            mixed_rows.append(parts[0])  # ∂²L/∂q̇_i∂q_j
+            hessian_rows.append(parts[1])  # ∂²L/∂q̇_i∂q̇_j
+            if timed:
+                time_rows.append(parts[2])  # ∂²L/∂q̇_i∂t
+        friction = None
+        if dissipation is not None:
+            (friction,) = torch.autograd.grad(
+                dissipation(q, qd, theta.detach(), **kwargs).sum(), (qd,), materialize_grads=True
+            )
     hessian = torch.stack(hessian_rows, dim=-2)
     mixed = torch.stack(mixed_rows, dim=-2)
     rhs = grad_q - (mixed @ qd.unsqueeze(-1)).squeeze(-1)
+    if timed:
+        rhs = rhs - torch.stack(time_rows, dim=-1)
+    if friction is not None:
+        rhs = rhs - friction
+    if Q is not None:
+        rhs = rhs + Q
     return hessian.detach(), rhs.detach()
+
+
+def autograd_system_terms(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """``autograd_terms`` of a system: its L, R, and the data's t and Q."""
+    return autograd_terms(
+        system.lagrangian, q, qd, theta, t=check_time(system, t),
+        dissipation=system.dissipation, Q=Q,
+    )
 
 
 # --------------------------------------------------------------------------- report's v2
 
 
 @register_solver("vmap", compilable=False)  # compile+vmap(jacfwd): pytorch#151196
-def vmap_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+def vmap_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
     """The seed report's v2: jacfwd per point, vmap over points and over starts."""
-    lagrangian = system.lagrangian
+    t = check_time(system, t)
+    timed = t is not None
+    lagrangian, dissipation = system.lagrangian, system.dissipation
+    t_in = t if timed else torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
+    q_in = Q if Q is not None else torch.zeros_like(q)
 
-    def point(q_p: Tensor, qd_p: Tensor, theta_b: Tensor) -> Tensor:
-        grad_q = jacfwd(lagrangian, argnums=0)(q_p, qd_p, theta_b)
-        d_qd = jacfwd(lagrangian, argnums=1)
-        hessian = jacfwd(d_qd, argnums=1)(q_p, qd_p, theta_b)
-        mixed = jacfwd(d_qd, argnums=0)(q_p, qd_p, theta_b)
-        return solve_mass_matrix(hessian, grad_q - mixed @ qd_p)
+    def lag(q_p, qd_p, theta_b, t_p):
+        return lagrangian(q_p, qd_p, theta_b, t=t_p) if timed else lagrangian(q_p, qd_p, theta_b)
 
-    over_points = vmap(point, in_dims=(0, 0, None))
-    return vmap(over_points, in_dims=(None, None, 0))(q, qd, theta)
+    def point(q_p: Tensor, qd_p: Tensor, t_p: Tensor, force: Tensor, theta_b: Tensor) -> Tensor:
+        grad_q = jacfwd(lag, argnums=0)(q_p, qd_p, theta_b, t_p)
+        d_qd = jacfwd(lag, argnums=1)
+        hessian = jacfwd(d_qd, argnums=1)(q_p, qd_p, theta_b, t_p)
+        mixed = jacfwd(d_qd, argnums=0)(q_p, qd_p, theta_b, t_p)
+        rhs = grad_q - mixed @ qd_p + force
+        if timed:
+            rhs = rhs - jacfwd(d_qd, argnums=3)(q_p, qd_p, theta_b, t_p)
+        if dissipation is not None:
+            def r(q_, qd_, th_, t_):
+                return dissipation(q_, qd_, th_, t=t_) if timed else dissipation(q_, qd_, th_)
+            rhs = rhs - jacfwd(r, argnums=1)(q_p, qd_p, theta_b, t_p)
+        return solve_mass_matrix(hessian, rhs)
+
+    over_points = vmap(point, in_dims=(0, 0, 0, 0, None))
+    return vmap(over_points, in_dims=(None, None, None, None, 0))(q, qd, t_in, q_in, theta)
 
 
 # --------------------------------------------------------------------------- report's v1
 
 
 @register_solver("loop", compilable=False)
-def loop_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-    """The seed report's old method: full Hessian/Jacobian per point, Python loops."""
+def loop_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
+    """The seed report's old method: full Hessian/Jacobian per point, Python loops.
+
+    The state is (q, q̇, t) when L depends on time, so the Hessian also holds ∂²L/∂q̇∂t.
+    """
     dof = system.dof
     create_graph = theta.requires_grad
+    t = check_time(system, t)
+    timed = t is not None
 
     rows = []
     for theta_b in theta:
 
         def lagrangian_of_state(state: Tensor, theta_b: Tensor = theta_b) -> Tensor:
+            if timed:
+                return system.lagrangian(state[:dof], state[dof : 2 * dof], theta_b, t=state[2 * dof])
             return system.lagrangian(state[:dof], state[dof:], theta_b)
 
+        def dissipation_of_state(state: Tensor, theta_b: Tensor = theta_b) -> Tensor:
+            if timed:
+                return system.dissipation(state[:dof], state[dof : 2 * dof], theta_b, t=state[2 * dof])
+            return system.dissipation(state[:dof], state[dof:], theta_b)
+
         points = []
-        for q_p, qd_p in zip(q, qd):
-            state = torch.cat((q_p, qd_p))
+        for n, (q_p, qd_p) in enumerate(zip(q, qd)):
+            state = torch.cat((q_p, qd_p) + ((t[n : n + 1],) if timed else ()))
             full_grad = torch.autograd.functional.jacobian(
                 lagrangian_of_state, state, create_graph=create_graph
             )
             full_hessian = torch.autograd.functional.hessian(
                 lagrangian_of_state, state, create_graph=create_graph
             )
-            hessian = full_hessian[dof:, dof:]
-            mixed = full_hessian[dof:, :dof]  # ∂²L / ∂q̇_i ∂q_j
-            points.append(solve_mass_matrix(hessian, full_grad[:dof] - mixed @ qd_p))
+            hessian = full_hessian[dof : 2 * dof, dof : 2 * dof]
+            mixed = full_hessian[dof : 2 * dof, :dof]  # ∂²L / ∂q̇_i ∂q_j
+            rhs = full_grad[:dof] - mixed @ qd_p
+            if timed:
+                rhs = rhs - full_hessian[dof : 2 * dof, 2 * dof]
+            if system.dissipation is not None:
+                rhs = rhs - torch.autograd.functional.jacobian(
+                    dissipation_of_state, state, create_graph=create_graph
+                )[dof : 2 * dof]
+            if Q is not None:
+                rhs = rhs + Q[n]
+            points.append(solve_mass_matrix(hessian, rhs))
         rows.append(torch.stack(points))
     return torch.stack(rows)
 
@@ -232,11 +372,22 @@ def loop_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
 
 
 @register_solver("closed_form")
-def closed_form_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-    """The system's hand-derived q̈: the reference every solver is tested against."""
+def closed_form_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
+    """The system's hand-derived q̈: the reference every solver is tested against.
+
+    A closed form of a system with friction, time or forces takes ``t=`` and ``Q=``
+    keywords (they are passed only when given)."""
     if system.closed_form is None:
         raise ArgumentError("solver", f"system {system.name!r} has no closed-form q̈")
-    return system.closed_form(q, qd, theta[:, None, :])
+    extras = {}
+    if check_time(system, t) is not None:
+        extras["t"] = t
+    if Q is not None:
+        extras["Q"] = Q
+    return system.closed_form(q, qd, theta[:, None, :], **extras)
 
 
 # The fast paths register ``linear`` and ``fast`` and provide the compile policy; imported

@@ -4,7 +4,10 @@ A solver computes eq. 6 of the seed report for B parameter vectors at once:
 
     solver(system, q: (N, D), qd: (N, D), theta: (B, P)) -> qdd: (B, N, D)
 
-and is differentiable with respect to ``theta``. Each registered solver carries how it may
+and is differentiable with respect to ``theta``. Every solver also takes the keywords
+``t`` (N,) (the times, for a time-dependent system) and ``Q`` (N, D) (applied generalised
+forces), both ``None`` by default, and honours the system's dissipation function R: it
+solves d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q for q̈. Each registered solver carries how it may
 be run: whether ``torch.compile`` may trace it (``compilable``), which row of the compile
 cost model its work is (``cost_kind``), and whether it is built on the parameter-linear
 basis (``basis``: ``"require"`` for ``linear``, ``"optional"`` for ``fast``, which falls back

@@ -173,18 +173,24 @@ class AutodiffModel:
 
     kind = "autodiff"
 
-    def __init__(self, system: System, q: Tensor, qd: Tensor, target: Tensor) -> None:
+    def __init__(
+        self, system: System, q: Tensor, qd: Tensor, target: Tensor,
+        t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
+    ) -> None:
         self.system, self.q, self.qd, self.target = system, q, qd, target
+        self.t, self.Q = t, Q
         self.n_residuals = target.numel()
 
     def residuals(self, theta: Tensor) -> Tensor:
         with torch.no_grad():
-            qdd = broadcast_qdd(self.system, self.q, self.qd, theta)
+            qdd = broadcast_qdd(self.system, self.q, self.qd, theta, t=self.t, Q=self.Q)
         return (qdd - self.target).flatten(1)
 
     def residuals_and_jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         def one(theta_b: Tensor) -> Tensor:
-            return broadcast_qdd(self.system, self.q, self.qd, theta_b[None])[0].flatten()
+            return broadcast_qdd(
+                self.system, self.q, self.qd, theta_b[None], t=self.t, Q=self.Q
+            )[0].flatten()
 
         jac = torch.func.vmap(torch.func.jacfwd(one))
         jacobian = torch.cat([jac(part) for part in theta.detach().split(AUTODIFF_CHUNK)])
@@ -194,7 +200,7 @@ class AutodiffModel:
         """(B,) whether H(θ) is definite (one sign) at every data point."""
         return torch.stack(
             [
-                definite_everywhere(mass_matrix(self.system, self.q, self.qd, theta_b)[None])[0]
+                definite_everywhere(mass_matrix(self.system, self.q, self.qd, theta_b, t=self.t)[None])[0]
                 for theta_b in theta
             ]
         )
@@ -207,11 +213,22 @@ ResidualModel = BasisModel | AutodiffModel
 
 
 def make_residual_model(
-    system: System, q: Tensor, qd: Tensor, target: Tensor, compile: str = "auto"
+    system: System, q: Tensor, qd: Tensor, target: Tensor, compile: str = "auto", *,
+    t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
 ) -> ResidualModel:
-    """The cheapest exact residual model for this system at these data (see module doc)."""
+    """The cheapest exact residual model for this system at these data (see module doc).
+
+    Args:
+        t: the data's times (N,), for a time-dependent system; Q: applied generalised forces
+            (N, D) on the right of d/dt ∂L/∂q̇ − ∂L/∂q + ∂R/∂q̇ = Q. Both enter the basis
+            (Q as a θ-free offset, which makes the equation-error system inhomogeneous).
+    """
     q, qd, target = q.detach(), qd.detach(), target.detach()
-    basis = linear_basis(system, q, qd, compile=compile)
+    t = None if t is None else t.detach()
+    Q = None if Q is None else Q.detach()
+    if not system.time_dependent:
+        t = None  # times that L does not use change nothing
+    basis = linear_basis(system, q, qd, compile=compile, t=t, Q=Q)
     if basis is not None:
         return BasisModel(basis, target)
     if system.coefficients is not None:
@@ -221,8 +238,11 @@ def make_residual_model(
             param_names=system.coefficients.names,
             dof=system.dof,
             linear_in_params=True,
+            dissipation=system.coefficients.dissipation,
+            time_dependent=system.time_dependent,
         )
         return BasisModel(
-            linear_basis(in_c, q, qd, compile=compile), target, system.coefficients.of_params
+            linear_basis(in_c, q, qd, compile=compile, t=t, Q=Q), target,
+            system.coefficients.of_params,
         )
-    return AutodiffModel(system, q, qd, target)
+    return AutodiffModel(system, q, qd, target, t=t, Q=Q)

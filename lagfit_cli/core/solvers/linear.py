@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.errors import ArgumentError, LagfitError
-from lagfit_cli.core.solvers.autodiff import autograd_terms, euler_lagrange_terms
+from lagfit_cli.core.solvers.autodiff import autograd_system_terms, system_terms
 from lagfit_cli.core.solvers.base import FALLBACK, SOLVERS, register_solver, solve_mass_matrix
 from lagfit_cli.core.solvers.compile import EAGER_CHUNK_POINTS, Compiled, should_compile
 from lagfit_cli.core.systems import System
@@ -162,30 +162,43 @@ def fused_args(basis: LinearBasis) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return basis.fused_args
 
 
-def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: str):
-    """Eq. 6's (hessian, rhs) at every point for each row of thetas: (K, N, D, D), (K, N, D)."""
+def _terms_at(
+    system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: str,
+    t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
+):
+    """Eq. 6's (hessian, rhs) at every point for each row of thetas: (K, N, D, D), (K, N, D).
+
+    With the data's times ``t`` (N,) and forces ``Q`` (N, D), the rhs holds their terms too
+    (Q is θ-free: it lands in the basis' offset)."""
     states = (thetas.shape[0],) + tuple(q.shape)
 
     def terms(q_: Tensor, qd_: Tensor, thetas_: Tensor) -> tuple[Tensor, Tensor]:
-        return euler_lagrange_terms(
-            system.lagrangian,
+        return system_terms(
+            system,
             q_.expand(states).contiguous(),
             qd_.expand(states).contiguous(),
             thetas_[:, None, :],
         )
 
-    if should_compile(compile, "generic_qdd", thetas.shape[0] * q.shape[0]):
+    plain = t is None and Q is None  # the compiled graph is traced without t and Q
+    if plain and should_compile(compile, "generic_qdd", thetas.shape[0] * q.shape[0]):
         return Compiled(terms)(thetas.shape[0] * q.shape[0], q, qd, thetas)
     # Eagerly, in chunks of points: the autograd graph holds ~30 (K, chunk, D) tensors.
     chunk = max(1, EAGER_CHUNK_POINTS // thetas.shape[0])
+
+    def pieces(x: Optional[Tensor]):
+        return x.split(chunk) if x is not None else [None] * len(q.split(chunk))
+
     parts = [
-        autograd_terms(
-            system.lagrangian,
+        autograd_system_terms(
+            system,
             q_c.expand((thetas.shape[0],) + tuple(q_c.shape)),
             qd_c.expand((thetas.shape[0],) + tuple(qd_c.shape)),
             thetas[:, None, :],
+            t=t_c,
+            Q=Q_c,
         )
-        for q_c, qd_c in zip(q.split(chunk), qd.split(chunk))
+        for q_c, qd_c, t_c, Q_c in zip(q.split(chunk), qd.split(chunk), pieces(t), pieces(Q))
     ]
     if len(parts) == 1:
         return parts[0]
@@ -193,9 +206,14 @@ def _terms_at(system: System, q: Tensor, qd: Tensor, thetas: Tensor, compile: st
 
 
 def linear_basis(
-    system: System, q: Tensor, qd: Tensor, *, compile: str = "auto", require: bool = False
+    system: System, q: Tensor, qd: Tensor, *, compile: str = "auto", require: bool = False,
+    t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
 ) -> Optional[LinearBasis]:
     """The system's ``LinearBasis`` at (q, qd), or ``None`` where L is not linear in θ.
+
+    With a dissipation function R (linear in θ too), each basis function's rhs holds
+    −∂ψₖ/∂q̇ of R's part; the data's forces Q are θ-free and join the offset (which makes
+    the equation-error system inhomogeneous); the data's times ``t`` enter every term.
 
     Linearity is checked at these points: the autodiff terms at three random θ (mixed
     signs, scales 1/30 … 30) must match the basis' prediction to ~1000 ε relative.
@@ -226,7 +244,10 @@ def linear_basis(
         (torch.zeros(1, n_params, dtype=torch.float64), torch.eye(n_params, dtype=torch.float64), probes)
     ).to(dtype=q.dtype, device=q.device)
     with torch.no_grad():
-        hessians, rhss = _terms_at(system, q.detach(), qd.detach(), thetas, compile)
+        hessians, rhss = _terms_at(
+            system, q.detach(), qd.detach(), thetas, compile,
+            None if t is None else t.detach(), None if Q is None else Q.detach(),
+        )
     offset_h, offset_r = hessians[0], rhss[0]
     basis_h = hessians[1 : n_params + 1] - offset_h
     basis_r = rhss[1 : n_params + 1] - offset_r
@@ -295,24 +316,28 @@ class _BasisCache:
         self._entries: list[tuple[Any, ...]] = []
         self._size = size
 
-    def get(self, system: System, q: Tensor, qd: Tensor, compile: str, require: bool):
-        if q.requires_grad or qd.requires_grad:
+    def get(self, system: System, q: Tensor, qd: Tensor, compile: str, require: bool,
+            t: Optional[Tensor] = None, Q: Optional[Tensor] = None):
+        extras = [x for x in (t, Q) if x is not None]
+        if q.requires_grad or qd.requires_grad or any(x.requires_grad for x in extras):
             # The basis is differentiable in θ only: ``fast`` then takes ``broadcast``,
             # which keeps the graph to (q, q̇); ``linear`` computes an uncached basis.
-            return linear_basis(system, q, qd, compile=compile, require=True) if require else None
+            if require:
+                return linear_basis(system, q, qd, compile=compile, require=True, t=t, Q=Q)
+            return None
+        key = tuple((None, -1) if x is None else (x, x._version) for x in (q, qd, t, Q))
         for entry in self._entries:
-            e_system, e_q, e_qv, e_qd, e_qdv, result = entry
-            if (
-                e_system is system
-                and e_q() is q
-                and e_qd() is qd
-                and (e_qv, e_qdv) == (q._version, qd._version)
+            e_system, e_key, result = entry
+            if e_system is system and all(
+                (ref is None and x is None) or (ref is not None and ref() is x and version == v)
+                for (ref, v), (x, version) in zip(e_key, key)
             ):
                 if result is None and require:
                     break  # recompute, to raise the error
                 return result
-        result = linear_basis(system, q, qd, compile=compile, require=require)
-        entry = (system, weakref.ref(q), q._version, weakref.ref(qd), qd._version, result)
+        result = linear_basis(system, q, qd, compile=compile, require=require, t=t, Q=Q)
+        refs = tuple((None if x is None else weakref.ref(x), version) for x, version in key)
+        entry = (system, refs, result)
         self._entries = [entry] + self._entries[: self._size - 1]
         return result
 
@@ -320,10 +345,13 @@ class _BasisCache:
 _BASES = _BasisCache()
 
 
-def cached_basis(system: System, q: Tensor, qd: Tensor, compile: str, require: bool):
+def cached_basis(
+    system: System, q: Tensor, qd: Tensor, compile: str, require: bool,
+    t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
+):
     """``linear_basis`` through a small cache keyed on the data tensors (for solvers that
     are called again and again on one dataset)."""
-    return _BASES.get(system, q, qd, compile, require)
+    return _BASES.get(system, q, qd, compile, require, t, Q)
 
 
 def basis_choice(choice: str) -> str:
@@ -333,7 +361,8 @@ def basis_choice(choice: str) -> str:
 
 
 def basis_for(
-    system: System, q: Tensor, qd: Tensor, solver_name: str, compile: str = "auto"
+    system: System, q: Tensor, qd: Tensor, solver_name: str, compile: str = "auto",
+    *, t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
 ) -> tuple[Optional[LinearBasis], str]:
     """Whether ``solver_name`` runs on the parameter-linear basis at this data.
 
@@ -344,23 +373,29 @@ def basis_for(
     use = SOLVERS.lookup(solver_name).basis
     if use is None:
         return None, solver_name
-    basis = linear_basis(system, q, qd, compile=compile, require=use == "require")
+    basis = linear_basis(system, q, qd, compile=compile, require=use == "require", t=t, Q=Q)
     return (basis, solver_name) if basis is not None else (None, FALLBACK)
 
 
 @register_solver("linear", basis="require")
-def linear_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+def linear_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
     """Eq. 6 through the parameter-linear basis (computed once per dataset, cached).
 
     Raises ``LagfitError`` when L is not linear in θ. Differentiable in theta.
     """
-    return cached_basis(system, q, qd, "auto", require=True).qdd(theta)
+    return cached_basis(system, q, qd, "auto", require=True, t=t, Q=Q).qdd(theta)
 
 
 @register_solver("fast", basis="optional")
-def fast_solver(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+def fast_solver(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
+) -> Tensor:
     """``linear`` when L is linear in θ (checked at the data), else ``broadcast``."""
-    basis = cached_basis(system, q, qd, "auto", require=False)
+    basis = cached_basis(system, q, qd, "auto", require=False, t=t, Q=Q)
     if basis is None:
-        return SOLVERS[FALLBACK](system, q, qd, theta)
+        return SOLVERS[FALLBACK](system, q, qd, theta, t=t, Q=Q)
     return basis.qdd(theta)

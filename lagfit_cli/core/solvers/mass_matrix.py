@@ -6,17 +6,23 @@ import torch
 from torch import Tensor
 
 from lagfit_cli.errors import LagfitError
-from lagfit_cli.core.solvers.autodiff import autograd_terms
+from typing import Optional
+
+from lagfit_cli.core.solvers.autodiff import autograd_terms, bound_lagrangian
 from lagfit_cli.core.systems import System
 
 
-def mass_matrix(system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-    """∂²L/∂q̇∂q̇ᵀ at every point for one parameter vector: (N, D, D)."""
-    return autograd_terms(system.lagrangian, q, qd, theta)[0]
+def mass_matrix(
+    system: System, q: Tensor, qd: Tensor, theta: Tensor, *, t: Optional[Tensor] = None
+) -> Tensor:
+    """∂²L/∂q̇∂q̇ᵀ at every point for one parameter vector: (N, D, D) (``t``: the data's
+    times, for a time-dependent L)."""
+    return autograd_terms(bound_lagrangian(system, t), q, qd, theta)[0]
 
 
 def check_mass_matrix(
-    system: System, q: Tensor, qd: Tensor, theta_true: Tensor, max_condition: float = 1e12
+    system: System, q: Tensor, qd: Tensor, theta_true: Tensor, max_condition: float = 1e12,
+    *, t: Optional[Tensor] = None,
 ) -> None:
     """Raise LagfitError if eq. 6's matrix H = ∂²L/∂q̇∂q̇ᵀ cannot be inverted somewhere.
 
@@ -30,7 +36,7 @@ def check_mass_matrix(
         max_condition: the largest acceptable condition number; the limit applied is
             min(max_condition, 0.01/ε), about 8e4 for float32 data.
     """
-    hessian = mass_matrix(system, q, qd, theta_true.to(q.dtype)).detach()
+    hessian = mass_matrix(system, q, qd, theta_true.to(q.dtype), t=t).detach()
     eps = torch.finfo(hessian.dtype).eps
     finite = torch.isfinite(hessian).flatten(1).all(dim=1)
     singular_values = torch.zeros(hessian.shape[:2], dtype=hessian.dtype, device=hessian.device)
@@ -65,6 +71,6 @@ def check_mass_matrix(
 
 def _point(values: Tensor) -> str:
     parts = [f"{float(v):.4g}" for v in values]
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 

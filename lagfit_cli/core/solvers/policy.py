@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from torch import Tensor
 
@@ -30,7 +30,12 @@ class _PolicySolver:
         self._kind = f"{self._eager.cost_kind}_qdd"
         self._compiled: dict[int, tuple[System, Compiled]] = {}
 
-    def __call__(self, system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
+    def __call__(
+        self, system: System, q: Tensor, qd: Tensor, theta: Tensor, *,
+        t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
+    ) -> Tensor:
+        if t is not None or Q is not None:  # the compiled graphs are traced without them
+            return self._eager(system, q, qd, theta, t=t, Q=Q)
         work = theta.shape[0] * q.shape[0] * self.expected_calls
         if not should_compile(self.choice, self._kind, work):
             return self._eager(system, q, qd, theta)
@@ -58,14 +63,17 @@ class _LinearPolicySolver:
         self._fallback = _PolicySolver(FALLBACK, choice, expected_calls)
         self._fused = Compiled(fused_qdd)
 
-    def __call__(self, system: System, q: Tensor, qd: Tensor, theta: Tensor) -> Tensor:
-        basis = cached_basis(system, q, qd, basis_choice(self.choice), self.require)
+    def __call__(
+        self, system: System, q: Tensor, qd: Tensor, theta: Tensor, *,
+        t: Optional[Tensor] = None, Q: Optional[Tensor] = None,
+    ) -> Tensor:
+        basis = cached_basis(system, q, qd, basis_choice(self.choice), self.require, t=t, Q=Q)
         if basis is None:
-            return self._fallback(system, q, qd, theta)
+            return self._fallback(system, q, qd, theta, t=t, Q=Q)
         work = theta.shape[0] * q.shape[0] * self.expected_calls
         if not should_compile(self.choice, "linear_qdd", work):
             return basis.qdd(theta)
-        if not self.require and theta.shape[0] < FAST_LINEAR_MIN_STARTS:
+        if not self.require and theta.shape[0] < FAST_LINEAR_MIN_STARTS and t is None and Q is None:
             return self._fallback(system, q, qd, theta)
         return self._fused(theta.shape[0] * q.shape[0], theta, *fused_args(basis))
 
@@ -104,3 +112,24 @@ def make_solver(
     if choice == "false":
         return solver
     return _PolicySolver(name, choice, expected_calls)
+
+
+def bind_data(solver: Solver, t: Optional[Tensor] = None, Q: Optional[Tensor] = None) -> Solver:
+    """``solver`` with one dataset's times and applied forces filled in.
+
+    For callers that evaluate q̈ at that dataset's N states (or a noisy copy of them, row for
+    row) through the plain ``solver(system, q, qd, theta)`` signature: figures, landscapes,
+    noise studies. Explicit ``t=``/``Q=`` keywords still win. The solver itself when both are
+    None.
+    """
+    if t is None and Q is None:
+        return solver
+
+    def bound(system: System, q: Tensor, qd: Tensor, theta: Tensor, **extras) -> Tensor:
+        times = extras.get("t", t) if system.time_dependent else None
+        forces = extras.get("Q", Q)
+        if forces is not None and forces.shape[0] != q.shape[0]:
+            raise ValueError(f"bound forces are for {forces.shape[0]} states, got {q.shape[0]}")
+        return solver(system, q, qd, theta, t=times, Q=forces)
+
+    return bound

@@ -8,7 +8,7 @@ chunks of starts that stay in cache, or one fused compiled graph (``compile``).
 from __future__ import annotations
 
 import functools
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -21,14 +21,16 @@ from lagfit_cli.core.solvers.policy import refuse_compile
 from lagfit_cli.core.systems import System
 
 
-def _generic_loss_and_grad(solver: Solver, system: System, q, qd, target, theta):
-    """Eager loss and θ-gradient through any solver, by torch.autograd, in chunks of starts."""
+def _generic_loss_and_grad(solver: Solver, system: System, q, qd, target, theta, extras=None):
+    """Eager loss and θ-gradient through any solver, by torch.autograd, in chunks of starts
+    (``extras``: the data's ``t``/``Q`` keywords, when present)."""
     chunk = max(1, EAGER_CHUNK_POINTS // max(1, q.numel()))
+    extras = extras or {}
     losses, grads = [], []
     for theta_c in theta.detach().split(chunk):
         theta_c = theta_c.clone().requires_grad_(True)
         with torch.enable_grad():
-            loss = (solver(system, q, qd, theta_c) - target).square().mean(dim=(1, 2))
+            loss = (solver(system, q, qd, theta_c, **extras) - target).square().mean(dim=(1, 2))
             (grad,) = torch.autograd.grad(loss.sum(), theta_c)
         losses.append(loss.detach())
         grads.append(grad)
@@ -55,6 +57,8 @@ def make_loss_and_grad(
     compile: Union[str, bool] = "auto",
     *,
     expected_calls: int = 1,
+    t: Optional[Tensor] = None,
+    Q: Optional[Tensor] = None,
 ) -> LossAndGrad:
     """The fit's per-iteration step for all starts at once.
 
@@ -64,6 +68,9 @@ def make_loss_and_grad(
             else ``broadcast``) is the fastest.
         compile: ``auto|true|false`` (see ``make_solver``).
         expected_calls: how many iterations the fit will run (steers ``auto``).
+        t, Q: the data's times (N,) and applied forces (N, D), when the equations of motion
+            need them (a time-dependent L; forces). With either, the generic (non-basis)
+            step runs eagerly.
 
     Returns:
         ``loss_and_grad(theta (B, P)) -> (loss (B,), grad (B, P))`` with
@@ -75,7 +82,8 @@ def make_loss_and_grad(
         raise ValueError(f"target {tuple(target.shape)} must match q {tuple(q.shape)}")
     q, qd, target = q.detach(), qd.detach(), target.detach()
 
-    basis, solver_name = basis_for(system, q, qd, solver_name, basis_choice(choice))
+    extras = {k: v.detach() for k, v in (("t", t), ("Q", Q)) if v is not None}
+    basis, solver_name = basis_for(system, q, qd, solver_name, basis_choice(choice), **extras)
     if basis is not None:
         fused = Compiled(fused_loss_and_grad)
         args = fused_args(basis)
@@ -101,8 +109,8 @@ def make_loss_and_grad(
 
     def generic_step(theta: Tensor) -> tuple[Tensor, Tensor]:
         work = theta.shape[0] * q.shape[0] * expected_calls
-        if should_compile(choice, "generic_step", work):
+        if not extras and should_compile(choice, "generic_step", work):
             return compiled(theta.shape[0] * q.shape[0], theta.detach(), q, qd, target)
-        return _generic_loss_and_grad(eager_solver, system, q, qd, target, theta)
+        return _generic_loss_and_grad(eager_solver, system, q, qd, target, theta, extras)
 
     return generic_step
