@@ -145,7 +145,7 @@ def test_noise_study_sweeps_the_estimators(lagfit):
 
     result = lagfit("task=noise_study", "data.n=12", "task.sigmas=[0.3]", "task.realizations=2",
                     "task.resolution=4", "task.slice_points=5", "init.n_starts=1", "report.dpi=20",
-                    "task.estimators=[ls,eiv]")
+                    "task.estimators=[ls,eiv]", "report.figures=true")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(result.run_dir / "noise_estimators.csv")
     assert len(table) == 1 * 2 * 2 and set(table["estimator"]) == {"ls", "eiv"}
