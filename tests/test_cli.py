@@ -151,7 +151,7 @@ def test_usage_help_and_cfg(lagfit, tmp_path):
     proc = lagfit.cli("run", "--help")
     groups = [line.split(":")[0] for line in proc.stdout.split("Config groups")[1].split("Current config")[0].splitlines()[1:] if line]
     # only the groups a user chooses from (no internal ones)
-    assert groups == ["data", "derivatives", "experiment", "init", "noise", "optim", "solver", "system", "task", "uncertainty"]
+    assert groups == ["data", "derivatives", "estimator", "experiment", "init", "noise", "optim", "solver", "system", "task", "uncertainty"]
     proc = lagfit.cli("run", "task=landscape", "--help")  # the config shown is the one composed
     assert proc.returncode == 0 and "x_range: null" in proc.stdout
     proc = lagfit.cli("run", "system=nope", "--help")

@@ -172,8 +172,9 @@ def test_noise_sweep_preset(tmp_path):
     proc = lagfit(tmp_path, "run", "--cfg", "hydra", "-p", "hydra.sweeper.params", "experiment=noise_sweep")
     assert proc.returncode == 0
     assert "noise.sigma: 0,0.001,0.003,0.01,0.03,0.1,0.3,1" in proc.stdout and "seed: range(4)" in proc.stdout
+    assert "estimator: ls,eiv" in proc.stdout
     proc = lagfit(tmp_path, "run", "-m", "experiment=noise_sweep", *FAST, "report.figures=false",
-                  "noise.sigma=0,0.3", "seed=0,1", "hydra.sweep.dir=sw")
+                  "noise.sigma=0,0.3", "seed=0,1", "estimator=ls", "hydra.sweep.dir=sw")
     assert proc.returncode == 0, proc.stderr
     table = summary(tmp_path / "sw")
     assert len(table) == 4 and (table.status == "ok").all()

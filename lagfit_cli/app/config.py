@@ -169,6 +169,18 @@ class UncertaintyConf:
 
 
 @dataclass
+class EstimatorConf:
+    #: ls (least squares on q̈, the default) | eiv (errors in variables: orthogonal distance
+    #: regression) | tls (bias-corrected equation error; L linear in θ or c(θ))
+    name: str = "ls"
+    #: the noise σ on q, q̇, q̈ that eiv / tls assume: a number >= 0, "auto" (time-ordered
+    #: data), or null = the noise config's for synthetic data. Untyped: checked by validate
+    sigma_q: Any = None
+    sigma_qd: Any = None
+    sigma_qdd: Any = None
+
+
+@dataclass
 class SolverConf:
     name: str = "fast"
     #: torch.compile the solver: auto (only when the work repays the compile), true, false
@@ -241,6 +253,7 @@ class LagfitConf:
     solver: SolverConf = field(default_factory=SolverConf)
     uncertainty: UncertaintyConf = field(default_factory=UncertaintyConf)
     derivatives: DerivativesConf = field(default_factory=DerivativesConf)
+    estimator: EstimatorConf = field(default_factory=EstimatorConf)
     #: the task's own settings: one of TASK_SCHEMAS, chosen by conf/task/NAME.yaml
     task: Any = None
     report: ReportConf = field(default_factory=ReportConf)
@@ -292,6 +305,9 @@ class NoiseStudyTaskConf(LandscapeTaskConf):
     slice_halfwidth: float = MISSING
     threshold_fraction: float = MISSING
     show_sigma: float = MISSING
+    #: fit every noisy copy with each of these estimators (ls | eiv | tls): the error of
+    #: the fitted values vs σ (noise_estimators.csv, fig noise_estimators); [] = none
+    estimators: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -389,6 +405,10 @@ ARGUMENT_KEYS = {
     "unwrap": "data.unwrap",
     "trim": "data.trim",
     "scale": "data.scale",
+    "estimator": "estimator.name",
+    "sigma_q": "estimator.sigma_q",
+    "sigma_qd": "estimator.sigma_qd",
+    "sigma_qdd": "estimator.sigma_qdd",
     # task=simulate (core.simulate's arguments)
     "initial_states": "task.initial_states",
     "n_runs": "task.n_runs",
@@ -460,6 +480,7 @@ def validate_static(cfg: DictConfig) -> None:
     _check_choice("uncertainty.name", cfg.uncertainty.name, {"covariance", "bootstrap", "none"})
     if cfg.uncertainty.n_boot < 2:
         _fail("uncertainty.n_boot", f"must be at least 2, got {cfg.uncertainty.n_boot}")
+    _check_estimator(cfg)
     _check_positive("init.decades", cfg.init.decades, strict=False)
     for key in ("ftol", "xtol", "gtol"):
         _check_positive(f"optim.{key}", cfg.optim[key], strict=False)
@@ -579,6 +600,21 @@ def _check_lr(cfg: DictConfig) -> None:
     _check_positive("optim.lr", float(lr))
 
 
+ESTIMATOR_NAMES = ("ls", "eiv", "tls")
+
+
+def _check_estimator(cfg: DictConfig) -> None:
+    """estimator.name, and each σ: null, auto, or a finite number >= 0."""
+    _check_choice("estimator.name", cfg.estimator.name, ESTIMATOR_NAMES)
+    for key in ("sigma_q", "sigma_qd", "sigma_qdd"):
+        value = cfg.estimator[key]
+        if value is None or value == "auto":
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            _fail(f"estimator.{key}", f"must be a finite number >= 0, auto, or null (the noise config's), got {printable(str(value))!r}")
+
+
 def _check_range(key: str, value: Any) -> None:
     if value is not None:
         _check_bounds(key, value)
@@ -610,6 +646,8 @@ def validate_task(task: DictConfig) -> None:
         _check_positive("task.slice_halfwidth", task.slice_halfwidth)
         _check_positive("task.threshold_fraction", task.threshold_fraction)
         _check_positive("task.show_sigma", task.show_sigma)
+        for name in task.get("estimators") or []:
+            _check_choice("task.estimators", name, ESTIMATOR_NAMES)
     if "methods" in task:
         validate_benchmark(task)
     if task.name == "simulate":

@@ -60,6 +60,7 @@ from lagfit_cli.core.uncertainty import (
     none_uncertainty,
 )
 from lagfit_cli.core.lm import levenberg_marquardt
+from lagfit_cli.core.eiv import check_estimator, estimate
 from lagfit_cli.core.random import generator
 from lagfit_cli.core.solvers import check_mass_matrix, make_loss_and_grad
 from lagfit_cli.core.solvers.jacobian import ResidualModel, coefficient_jacobian, make_residual_model
@@ -125,6 +126,13 @@ class FitOptions:
     #: fit the weak form of the Euler–Lagrange equation (``core.weak``, ``derivatives=weak``)
     #: instead of q̈: needs data with times (``data=trajectory``); None = the q̈ residuals
     weak: Optional[WeakOptions] = None
+    #: ls (least squares on q̈, the default) | eiv (errors in variables: orthogonal distance
+    #: regression, ``core.eiv``) | tls (bias-corrected equation error, L linear in θ or c(θ))
+    estimator: str = "ls"
+    #: the noise σ on q, q̇, q̈ that eiv/tls assume: a number >= 0 or "auto" (``core.eiv``)
+    sigma_q: Union[float, str, None] = None
+    sigma_qd: Union[float, str, None] = None
+    sigma_qdd: Union[float, str, None] = None
 
     @property
     def n_iters(self) -> int:
@@ -210,6 +218,13 @@ class FitReport:
             lines.append(
                 f"  optim.lr=auto: ε₀ = {m['optim_lr']:.4g} (largest sampled |∇loss| "
                 f"{m['auto_max_grad_norm']:.4g}, longest first step ≤ {m['auto_target_step']:.4g})"
+            )
+        est = m.get("estimator") or {}
+        if est.get("name", "ls") != "ls":
+            plain = ", ".join(f"{k} = {v:.6g}" for k, v in est.get("ls_estimates", {}).items())
+            lines.append(
+                f"  estimator {est['name']} (σ_q = {est['sigma_q']:g}, σ_qd = {est['sigma_qd']:g}, "
+                f"σ_qdd = {est['sigma_qdd']:g}); least squares gave {plain}"
             )
         errors = (m.get("uncertainty") or {}).get("values", {})
         for label, r in m["ratios"].items():
@@ -457,6 +472,7 @@ def check_options(opts: FitOptions) -> None:
         raise ArgumentError("dtype", f"must be float32 or float64, got {opts.dtype!r}")
     if not (math.isfinite(opts.init_width) and opts.init_width >= 0):
         raise ArgumentError("init_width", f"must be a finite number >= 0, got {opts.init_width}")
+    check_estimator(opts)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -509,6 +525,12 @@ def fit_dataset(
     check_options(opts)
     if opts.weak is not None and opts.optimizer != "lm":
         raise ArgumentError("optimizer", "the weak form (derivatives=weak) is fitted with lm only")
+    if opts.weak is not None and opts.estimator != "ls":
+        raise ArgumentError(
+            "estimator", f"estimator={opts.estimator} corrects noisy q, q̇ on the q̈ residuals; the weak "
+            "form (derivatives=weak) has none: use estimator=ls with it, or a derivatives method with eiv"
+        )
+    check_estimator(opts, data, system)  # the σ's eiv/tls need, before any work
     dtype, device = DTYPES[opts.dtype], resolve_device(opts.device)
     system.parameter_ratios(gauge)  # an impossible gauge fails here, before any work
     data = data.to(dtype, device)
@@ -558,6 +580,11 @@ def fit_dataset(
         )
     else:
         result = _gradient_descent(system, data, truth, opts, theta0, on_iteration)
+    estimated = None
+    if opts.estimator != "ls":
+        ls_result = result
+        estimated = estimate(system, data, model, result, _free(system, gauge, device), opts)
+        result = estimated.result
     fit_s = time.perf_counter() - started
 
     best = result.best
@@ -575,12 +602,19 @@ def fit_dataset(
     metrics["dissipation"] = system.dissipation is not None
     metrics["time_dependent"] = system.time_dependent
     started = time.perf_counter()
-    uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
+    if estimated is not None:
+        uncertainty = estimated.uncertainty(system, ratios, result.theta[best], opts)
+        metrics["estimator"] = estimated.metrics(system, ratios, ls_result, truth)
+        warnings.extend(estimated.warnings)
+    else:
+        uncertainty = _uncertainty(system, data, model, opts, result.theta[best], ratios, residual[0], jacobian[0], gauge)
+        metrics["estimator"] = {"name": "ls"}
     metrics["uncertainty"] = uncertainty.metrics(reported_values(system, ratios, result.theta[best].cpu().double()))
     metrics["uncertainty_s"] = time.perf_counter() - started
     warnings.extend(uncertainty.warnings)
     profiles = None
-    if opts.profiles:
+    # the profiles are of the least-squares loss: an eiv/tls estimate is not its minimum
+    if opts.profiles and estimated is None:
         started = time.perf_counter()
         profiles = profile_values(
             system, ratios, model, result.theta[best], _free(system, gauge, device),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -65,6 +66,7 @@ def fit_options(cfg: DictConfig, optimizer: str | None = None) -> FitOptions:
         # the profiles belong to task=fit's own fit (not landscape's gd paths)
         profiles=bool(cfg.uncertainty.profiles) and optimizer is None and cfg.task.name == "fit",
         weak=weak_options(cfg) if optimizer is None else None,
+        **(estimator_options(cfg) if optimizer is None else {}),
     )
 
 
@@ -78,9 +80,28 @@ def weak_options(cfg: DictConfig):
     return WeakOptions(window=d.window, overlap=d.overlap, power=d.power)
 
 
+def estimator_options(cfg: DictConfig, synthetic: bool = True) -> dict:
+    """estimator.* as API options; a null σ is the noise config's (synthetic data only:
+    measured data need the σ's given, which ``core.eiv`` says in one line)."""
+    from lagfit_cli.core.eiv import sigmas_from_noise
+    from lagfit_cli.core.noise import NOISE_TARGETS
+
+    est = cfg.estimator
+    if est.name == "ls":  # least squares takes no σ's: the API's defaults
+        return {"estimator": "ls", **{key: est[key] for key in ("sigma_q", "sigma_qd", "sigma_qdd")}}
+    defaults = sigmas_from_noise(float(cfg.noise.sigma), NOISE_TARGETS.get(cfg.noise.apply_to, ()))
+    sigmas = {
+        key: (est[key] if est[key] is not None else (defaults[key] if synthetic else None))
+        for key in ("sigma_q", "sigma_qd", "sigma_qdd")
+    }
+    return {"estimator": est.name, **sigmas}
+
+
 def run_fit(cfg: DictConfig, problem: Problem, optimizer: str | None = None) -> FitReport:
     """The fit the config describes, on the problem's data, with a progress bar."""
     opts = fit_options(cfg, optimizer)
+    if optimizer is None and not problem.clean.synthetic:  # measured data: the σ's must be given
+        opts = replace(opts, **estimator_options(cfg, synthetic=False))
     truth = problem.truth.to(device="cpu", dtype=torch.float64)
     with progress_bar(cfg, opts.n_iters + 1, "fit") as bar:
 

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig
 
 from lagfit_cli.core.data import Dataset
@@ -97,6 +98,8 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
     below = rms_table["sigma"][~over]
     largest = shapes[sigmas[-1]]
 
+    estimator_table = estimator_sweep(cfg, problem, sigmas, apply_to)
+
     report = Report()
     report.tables["noise_slice"] = pd.concat(slice_rows, ignore_index=True)
     report.tables["noise_rms"] = rms_table
@@ -129,6 +132,17 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
         },
     }
 
+    if estimator_table is not None:
+        report.tables["noise_estimators"] = estimator_table
+        report.metrics["estimators"] = estimator_metrics(estimator_table)
+    if cfg.report.figures and estimator_table is not None and len(estimator_table):
+        from lagfit_cli.io.estimator_plots import estimator_error_figure
+
+        report.figures["noise_estimators"] = estimator_error_figure(
+            estimator_table,
+            f"Error of the fitted values vs noise ({problem.system.name}, noise on {apply_to}; "
+            f"{ns.realizations} realizations per σ)",
+        )
     if cfg.report.figures:
         from lagfit_cli.io import study_plots  # matplotlib: only when figures are drawn
 
@@ -183,6 +197,53 @@ def noise_study_report(cfg: DictConfig, problem: Problem) -> Report:
         + (" (the end of the slice)" if at_edge[-1] else "")
     )
     return report
+
+
+def estimator_sweep(cfg: DictConfig, problem: Problem, sigmas: np.ndarray, apply_to: str) -> pd.DataFrame | None:
+    """Each noisy copy fitted with each of task.estimators (σ's: the noise's own), one row
+    per (σ, realization, estimator, reported value): its signed relative error."""
+    names = list(cfg.task.get("estimators") or [])
+    if not names:
+        return None
+    from dataclasses import replace
+
+    from lagfit_cli.app.tasks.fit import fit_options
+    from lagfit_cli.core.api import IDENTIFIABLE, fit_dataset
+    from lagfit_cli.core.eiv import sigmas_from_noise
+    from lagfit_cli.core.noise import NOISE_TARGETS
+
+    base = replace(fit_options(cfg), uncertainty="none", profiles=False)
+    truth = problem.truth.to(device="cpu", dtype=torch.float64)
+    rows = []
+    for sigma in sigmas:
+        copies = noisy_copies(problem, float(sigma), apply_to, cfg.task.realizations)
+        for r, data in enumerate(copies):
+            for name in names:
+                opts = replace(base, estimator=name, **sigmas_from_noise(float(sigma), NOISE_TARGETS[apply_to]))
+                fitted = fit_dataset(problem.system, data, truth, opts, gauge=cfg.system.gauge)
+                for label, value in fitted.metrics["ratios"].items():
+                    if value["status"] not in IDENTIFIABLE:
+                        continue
+                    rows.append({
+                        "sigma": float(sigma), "seed": r, "estimator": name, "ratio": label,
+                        "value": value["estimate"], "true": value["true"],
+                        "signed_rel_error": (value["estimate"] - value["true"]) / value["true"]
+                        if value["true"] not in (None, 0) else np.nan,
+                        "fit_ok": fitted.fit_ok,
+                    })
+    return pd.DataFrame(rows)
+
+
+def estimator_metrics(table: pd.DataFrame) -> dict:
+    """Per estimator and reported value: the median signed error and its min–max at each σ."""
+    out: dict = {}
+    for (name, label), part in table.groupby(["estimator", "ratio"], sort=False):
+        grouped = part.groupby("sigma")["signed_rel_error"]
+        out.setdefault(name, {})[label] = {
+            str(sigma): {"median": float(g.median()), "min": float(g.min()), "max": float(g.max())}
+            for sigma, g in grouped
+        }
+    return out
 
 
 def threshold_crossing(sigmas: np.ndarray, rms_mean: np.ndarray, level: float) -> float | None:
