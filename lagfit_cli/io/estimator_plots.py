@@ -3,24 +3,20 @@ one line per estimator (the median over seeds) with its band (min–max over see
 
 from __future__ import annotations
 
-import contextlib
-from typing import Optional
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-try:  # the house style, where io.plots provides it
-    from lagfit_cli.io.plots import style
-except ImportError:  # pragma: no cover - a restyled io.plots without it
-    style = contextlib.nullcontext
+from lagfit_cli.io.plots import outside_legend
+from lagfit_cli.io.style import BLUE, GREEN, VERMILION, figsize, style, wrap
 
-#: colours and labels per estimator (others get matplotlib's cycle)
+#: colours and labels per estimator (others get the style's cycle)
 ESTIMATOR_LOOK = {
-    "ls": ("tab:red", "least squares (ls)"),
-    "eiv": ("tab:blue", "errors in variables (eiv)"),
-    "tls": ("tab:green", "bias-corrected equation error (tls)"),
+    "ls": (VERMILION, "least squares (ls)"),
+    "eiv": (BLUE, "errors in variables (eiv)"),
+    "tls": (GREEN, "bias-corrected equation error (tls)"),
 }
 
 
@@ -33,7 +29,8 @@ def estimator_error_figure(table: pd.DataFrame, title: str, value_col: str = "si
     """
     ratios = list(dict.fromkeys(table["ratio"]))
     with style():
-        fig, axes = plt.subplots(1, len(ratios), figsize=(max(7.5, 5.2 * len(ratios) + 0.6), 4.8), squeeze=False)
+        columns = 1 if len(ratios) == 1 else 2
+        fig, axes = plt.subplots(1, len(ratios), figsize=figsize(columns, aspect=0.85 if columns == 1 else 0.42), squeeze=False)
         for ax, ratio in zip(axes[0], ratios):
             part = table[table["ratio"] == ratio]
             for est in dict.fromkeys(part["estimator"]):
@@ -45,26 +42,22 @@ def estimator_error_figure(table: pd.DataFrame, title: str, value_col: str = "si
                 high = grouped.max().reindex(sigmas).to_numpy() * 100
                 colour, label = ESTIMATOR_LOOK.get(est, (None, est))
                 seeds = int(grouped.size().max())
-                line = ax.plot(sigmas, median, marker="o", ms=4, lw=1.6, color=colour, label=f"{label}, median")
+                line = ax.plot(sigmas, median, marker="o", color=colour, label=f"{label}, median")
                 ax.fill_between(sigmas, low, high, color=line[0].get_color(), alpha=0.2, lw=0,
                                 label=f"min–max over {seeds} seeds")
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
             positive = table["sigma"] > 0
             if bool(positive.all()):
                 ax.set_xscale("log")
+            # the sampled σ's as the ticks: log axes over less than a decade label minor ticks
+            shown = np.array(sorted(set(table["sigma"])))
+            ax.set_xticks(shown, [f"{v:g}" for v in shown])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_yscale("symlog", linthresh=0.1)
             ax.set_xlabel("noise $\\sigma$")
-            ax.set_ylabel(f"signed relative error of {ratio} (%)")
+            ax.set_ylabel("signed relative error (%)")
             ax.set_title(ratio)
             ax.grid(True, which="both", alpha=0.3)
-        axes[0][0].legend(fontsize=8, loc="best")
-        import textwrap
-
-        fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=10)
-        fig.tight_layout()
+        outside_legend(fig, axes[0][0].get_legend_handles_labels()[0])
+        fig.suptitle(wrap(title, fig))
     return fig
-
-
-def save(fig: Figure, path, dpi: Optional[int] = 150) -> None:
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 
 from lagfit_cli.core.rollout import Rollout
 from lagfit_cli.core.trajectory import Trajectories
-from lagfit_cli.io.plots import style
+from lagfit_cli.io.plots import outside_legend
+from lagfit_cli.io.style import BLACK, BLUE, VERMILION, figsize, style, wrap
 
 #: at most this many runs are drawn (the rest are in the CSV)
 MAX_RUNS_SIMULATED, MAX_RUNS_ROLLOUT = 10, 4
@@ -26,7 +27,7 @@ def trajectories_figure(trajectories: Trajectories, title: str) -> Figure:
     names = list(trajectories.coordinate_names) or [f"q{i}" for i in range(trajectories.dof)]
     runs = trajectories.runs[:MAX_RUNS_SIMULATED]
     with style():
-        fig, axes = plt.subplots(len(names), 1, figsize=(7.2, 2.4 * len(names) + 0.8), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(len(names), 1, figsize=figsize(2, height=0.55 * len(names) + 0.35), sharex=True, squeeze=False)
         for i, (ax, name) in enumerate(zip(axes[:, 0], names)):
             for run in runs:
                 ax.plot(run.t, run.q[:, i], lw=1.0, label=f"run {run.name}")
@@ -34,9 +35,9 @@ def trajectories_figure(trajectories: Trajectories, title: str) -> Figure:
             ax.grid(True, alpha=0.3)
         axes[-1, 0].set_xlabel("time $t$ (s)")
         shown = "" if len(trajectories.runs) <= MAX_RUNS_SIMULATED else f" (first {MAX_RUNS_SIMULATED} of {len(trajectories.runs)} runs)"
-        axes[0, 0].set_title(title + shown)
+        fig.suptitle(wrap(title + shown, fig))
         if len(runs) > 1:
-            axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            outside_legend(fig, axes[0, 0].get_lines(), where="right")
     return fig
 
 
@@ -48,7 +49,7 @@ def rollout_figure(check: Rollout, title: str, runs: Sequence[int] | None = None
     names = list(check.coordinate_names)
     with style():
         fig, axes = plt.subplots(
-            len(names), len(chosen), figsize=(3.6 * len(chosen) + 1.2, 2.4 * len(names) + 1.0),
+            len(names), len(chosen), figsize=figsize(2, height=0.6 * len(names) + 0.45),
             sharex="col", squeeze=False,
         )
         for c, r in enumerate(chosen):
@@ -56,28 +57,28 @@ def rollout_figure(check: Rollout, title: str, runs: Sequence[int] | None = None
             for i, name in enumerate(names):
                 ax = axes[i, c]
                 step = max(1, len(run.t) // 200)
-                ax.plot(run.t[::step], run.measured[::step, i], ".", ms=3, color="black", label="measured")
-                ax.plot(run.t, run.predicted[:, i], "-", lw=1.2, color="tab:blue", label="predicted")
+                ax.plot(run.t[::step], run.measured[::step, i], ".", ms=2.5, color=BLACK, label="measured")
+                ax.plot(run.t, run.predicted[:, i], "-", color=BLUE, label="predicted by the fit")
                 band = check.tolerance_abs[i]
                 ax.fill_between(run.t, run.predicted[:, i] - band, run.predicted[:, i] + band,
-                                color="tab:blue", alpha=0.15, lw=0, label=f"±{check.tolerance:g} of range")
+                                color=BLUE, alpha=0.2, lw=0, label=f"tolerance ±{check.tolerance:g} × range of q")
                 if run.left_tolerance:
-                    ax.axvline(run.time_within, color="tab:red", ls="--", lw=1.0, label="leaves tolerance")
+                    ax.axvline(run.time_within, color=VERMILION, ls="--", lw=1.0, label="leaves the tolerance")
                 ax.grid(True, alpha=0.3)
                 if c == 0:
                     ax.set_ylabel(coordinate_label(name))
                 if i == 0:
                     within = f"{run.time_within:.3g} s" if run.left_tolerance else f"≥ {run.time_within:.3g} s"
-                    ax.set_title(f"run {run.name}: within tolerance {within}", fontsize=9)
+                    ax.set_title(f"run {run.name}: within {within}")
                 if i == len(names) - 1:
-                    ax.set_xlabel("time from the run's start (s)")
+                    ax.set_xlabel("time $t$ (s)")
         shown_labels: dict = {}
         for ax in axes.flat:  # every label once ("leaves tolerance" only where a run does)
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 shown_labels.setdefault(label, handle)
         handles, labels = list(shown_labels.values()), list(shown_labels)
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+        outside_legend(fig, handles)
         shown = "" if len(check.runs) <= len(chosen) else f" (first {len(chosen)} of {len(check.runs)} runs)"
-        fig.suptitle(f"{title}{shown}\nRMS error {check.rms:.3g} over {check.horizon:g} s")
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.suptitle(wrap(f"{title}{shown}: measured vs simulated from the first state; RMS error "
+                          f"{check.rms:.3g} over {check.horizon:g} s", fig))
     return fig
