@@ -210,3 +210,29 @@ def dp_trajectories():
 
     runs = double_pendulum_runs(3, 300)
     return Trajectories(tuple(Run(t, q, name=str(i)) for i, (t, q, _) in enumerate(runs)))
+
+
+@pytest.fixture
+def checked():
+    """The figures saved while the test runs: name -> the texts found outside it (the
+    check hooks ``io.style.save``, the one way lagfit writes a figure)."""
+    from lagfit_cli.io import style
+
+    seen: dict[str, list[str]] = {}
+
+    def hook(fig, path):
+        # the layout as saved, without drawing the figure again
+        seen[Path(path).name.lstrip(".").removesuffix(".tmp")] = style.text_outside(fig, draw=False)
+
+    style.SAVE_HOOKS.append(hook)
+    try:
+        yield seen
+    finally:
+        style.SAVE_HOOKS.remove(hook)
+        style.use("paper")
+
+
+def assert_inside(seen: dict, expected: set) -> None:
+    assert expected <= set(seen), f"not saved: {expected - set(seen)}"
+    clipped = {name: problems for name, problems in seen.items() if problems}
+    assert not clipped, clipped

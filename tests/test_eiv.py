@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from conftest import assert_inside
 import torch
 
 import lagfit_cli as lf
@@ -138,19 +140,20 @@ def test_bad_sigma_is_one_line_error(lagfit, override, message):
     assert "Traceback" not in result.stderr
 
 
-def test_noise_study_sweeps_the_estimators(lagfit):
+def test_noise_study_sweeps_the_estimators(lagfit, checked):
     import json
 
     import pandas as pd
 
     result = lagfit("task=noise_study", "data.n=12", "task.sigmas=[0.3]", "task.realizations=2",
                     "task.resolution=4", "task.slice_points=5", "init.n_starts=1", "report.dpi=20",
-                    "task.estimators=[ls,eiv]", "report.figures=true")
+                    "task.estimators=[ls,eiv]", figures=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(result.run_dir / "noise_estimators.csv")
     assert len(table) == 1 * 2 * 2 and set(table["estimator"]) == {"ls", "eiv"}
     ls = table[table.estimator == "ls"].groupby("sigma")["signed_rel_error"].median()
     eiv = table[table.estimator == "eiv"].groupby("sigma")["signed_rel_error"].median()
     assert ls[0.3] < -0.1 and abs(eiv[0.3]) < abs(ls[0.3]) / 2  # the shrink, and its removal
-    assert (result.run_dir / "figures" / "noise_estimators.png").exists()
+    # every figure of the study (the estimators' one too) drawn inside its canvas
+    assert_inside(checked, {f"{n}.png" for n in ("noise_estimators", "fig4_noise_slice", "fig5_noise_rms")})
     assert "eiv" in json.loads((result.run_dir / "metrics.json").read_text())["estimators"]

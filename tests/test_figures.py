@@ -3,7 +3,10 @@ legend, colour-bar label, annotation) reaches outside the figure, and every run 
 figures/README.md names each figure with the table it is drawn from.
 
 The check hooks ``io.style.save`` (the one way a figure is written), so every figure of
-every run below is checked as it is saved: the seed report at tiny sizes, a custom fit with unknown truths on a CSV file, a small sweep. Both styles (paper, slides) are
+every run below is checked as it is saved: the seed report at tiny sizes, a custom fit with
+unknown truths on a CSV file, a small sweep, a simulated time series and its fit with the
+rollout check (tests/test_eiv.py checks the noise study's estimator figure the same way).
+Both styles (paper, slides) are
 covered. Rendering costs about 0.5 s of CPU per figure (matplotlib's text layout), so the
 runs are few: the seed report on the anharmonic oscillator's m × α plane (3 parameters,
 a mass term that vanishes inside the data, 2 × 2 convergence panels) stands for the
@@ -14,33 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import call_cli, metrics
+from conftest import assert_inside, call_cli, metrics
 from lagfit_cli.io import style
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def checked():
-    """The figures saved while the test runs: name -> the texts found outside it."""
-    seen: dict[str, list[str]] = {}
-
-    def hook(fig, path):
-        # the layout as saved, without drawing the figure again
-        seen[Path(path).name.lstrip(".").removesuffix(".tmp")] = style.text_outside(fig, draw=False)
-
-    style.SAVE_HOOKS.append(hook)
-    try:
-        yield seen
-    finally:
-        style.SAVE_HOOKS.remove(hook)
-        style.use("paper")
-
-
-def assert_inside(seen: dict, expected: set) -> None:
-    assert expected <= set(seen), f"not saved: {expected - set(seen)}"
-    clipped = {name: problems for name, problems in seen.items() if problems}
-    assert not clipped, clipped
 
 
 def assert_index(run_dir: Path, names: set) -> None:
@@ -130,3 +110,17 @@ def test_benchmark_figure_fits_its_canvas():
         assert style.text_outside(fig) == []
     finally:
         plt.close(fig)
+
+
+def test_trajectory_figures_fit_their_canvas(lagfit, checked):
+    """task=simulate's q(t), and a fit of that time series with its rollout check."""
+    sim = lagfit("task=simulate", "system=harmonic", "task.n_runs=2", "task.duration=3", "task.dt=0.02",
+                 "report.dpi=30", figures=True)
+    assert sim.returncode == 0, sim.stderr
+    proc = lagfit("system=harmonic", "data=trajectory", f"data.path={sim.run_dir / 'trajectory.csv'}",
+                  "init.n_starts=2", "task.resolution=8", "report.dpi=30", "uncertainty.profiles=false",
+                  figures=True)
+    assert proc.returncode == 0, proc.stderr
+    names = {"fig_trajectories", "fig_rollout", "fig1_qdd", "fit_convergence"}
+    assert_inside(checked, {f"{n}.png" for n in names})
+    assert_index(proc.run_dir, names - {"fig_trajectories"})

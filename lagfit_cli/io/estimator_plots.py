@@ -59,5 +59,5 @@ def estimator_error_figure(table: pd.DataFrame, title: str, value_col: str = "si
             ax.set_title(ratio)
             ax.grid(True, which="both", alpha=0.3)
         outside_legend(fig, axes[0][0].get_legend_handles_labels()[0])
-        fig.suptitle(wrap(title, fig))
+        fig.suptitle(wrap(title, fig, 0.92))
     return fig

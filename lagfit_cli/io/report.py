@@ -53,6 +53,11 @@ FIGURE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
                               "landscape of the clean and of one noisy data set (recomputed; noise_slice.csv holds the slice)"),
     "noise_valley": ("depth and width of the valley on the slice against σ", "noise_rms.csv"),
     "fig7_benchmark": ("q̈ time per call against the number of points, per solver (seed Fig. 7)", "benchmark.csv"),
+    "fig_rollout": ("the fitted model simulated from each run's first state against the measured q, with the "
+                    "tolerance band and the time the prediction leaves it", "rollout.csv"),
+    "fig_trajectories": ("the simulated q(t) of each run (task=simulate)", "trajectory.csv"),
+    "noise_estimators": ("signed error of each fitted value against σ, one line per estimator (median over "
+                         "seeds) with its min–max band", "noise_estimators.csv"),
 }
 
 

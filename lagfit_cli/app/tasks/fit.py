@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from contextlib import nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -123,13 +124,14 @@ def fit_figures(
     system, data, result, ratios_ = problem.system, problem.data, fitted.result, fitted.ratios
     truth_known = bool(torch.isfinite(fitted.truth).all())
     method = "Levenberg–Marquardt" if result.method == "lm" else "Gradient-descent"
-    label = f"{system.name}, σ = {cfg.noise.sigma:g}" if cfg.data.name != "csv" or cfg.noise.sigma else (
+    measured = cfg.data.name in ("csv", "trajectory")
+    label = f"{system.name}, σ = {cfg.noise.sigma:g}" if not measured or cfg.noise.sigma else (
         f"{system.name}, measured data")
     best_theta = result.theta[result.best]
-    source = (
-        f"data from {cfg.data.path}" if cfg.data.name in ("csv", "trajectory")
-        else f"synthetic data, σ = {cfg.noise.sigma:g}"
-    )
+    # the file's name, not its folder (a long path cannot be wrapped into a title)
+    source = f"data from {Path(str(cfg.data.path)).name}" if measured else f"synthetic data, σ = {cfg.noise.sigma:g}"
+    if cfg.data.name == "trajectory" and cfg.get("derivatives") is not None:
+        source += f", derivatives={cfg.derivatives.name}"
     columns = dict(cfg.data.columns) if cfg.data.name == "csv" and cfg.data.get("columns") else None
     if data.grid_shape is not None:
         figures = {"fig1_qdd": plots.qdd_figure(data, f"{system.name}: q̈ of the data ({source})", columns)}
