@@ -108,11 +108,12 @@ def simulate_task(cfg: DictConfig) -> Report:
 
 
 def fit_rollout(cfg: DictConfig, problem, fitted, report: Report) -> None:
-    """task=fit's rollout check (``rollout.*``): on trajectory data (a Dataset with t),
-    simulate the best fit from each run's first state and add rollout.csv, the metrics'
-    ``rollout`` block, the summary lines and fig_rollout to ``report``."""
+    """task=fit's rollout check (``rollout.*``): on time series (a Dataset with t and run,
+    as data=trajectory makes; synthetic states with random times are no series), simulate
+    the best fit from each run's first state and add rollout.csv, the metrics' ``rollout``
+    block, the summary lines and fig_rollout to ``report``."""
     data = problem.data
-    if not cfg.rollout.enabled or getattr(data, "t", None) is None:
+    if not cfg.rollout.enabled or data.t is None or data.run is None:
         return
     from lagfit_cli.core.rollout import compute_rollout, trajectories_from_dataset
 
