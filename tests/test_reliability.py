@@ -316,6 +316,20 @@ def test_bad_values_are_named_where_they_arose(tmp_path, overrides, expected):
     assert "declares linear_in_params" not in line
 
 
+def test_a_finished_job_leaves_no_log_file_open(tmp_path):
+    """Jobs one after another in one process (a notebook, the basic sweep launcher): once a
+    job is over, nothing logged later goes to its lagfit.log, even when bad input removed
+    the folder (a later library warning used to fail with FileNotFoundError)."""
+    import logging
+
+    for overrides in (("noise.sigma=-1",), ()):
+        run(tmp_path / "r", *TINY, *overrides)
+        open_files = [h.baseFilename for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                      if isinstance(lg, logging.Logger) for h in lg.handlers if hasattr(h, "baseFilename")]
+        assert not [f for f in open_files if f.startswith(str(tmp_path))], open_files
+    logging.getLogger("lagfit").warning("a library warning after the runs")
+
+
 def test_no_python_warning_is_printed_for_odd_literals():
     code = ("from lagfit_cli.core.expressions import compile_lagrangian\n"
             "try:\n compile_lagrangian('1if 1 else 0', ('k',))\nexcept Exception as e: print(e)")

@@ -93,6 +93,23 @@ def run_job(cfg: DictConfig) -> Optional[dict]:
         return _fail(run_dir, crash_line(err) + where, EXIT_CRASH, multirun, keep=True)
     finally:
         rundir.release(run_dir)
+        _close_log_files(run_dir)
+
+
+def _close_log_files(run_dir: Path) -> None:
+    """Close the job's log file handlers (lagfit.log): the job is over, and its folder may be
+    gone (bad input removes it). In one command nothing changes; where jobs run one after
+    another in one process (the basic sweep launcher, a notebook, the tests), a later
+    message must not go to a file of a finished job, or fail because its folder is gone."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            path = getattr(handler, "baseFilename", None)
+            if path is not None and Path(path).resolve().parent == run_dir.resolve():
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def os_error_line(err: OSError) -> str:
