@@ -7,9 +7,6 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
-# pytest-xdist workers: two more than cores, so that the tests that wait (real SLURM jobs,
-# sweeps in child processes) overlap with the ones that compute
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 2 )))
 
 .PHONY: setup run test test-fast smoke bench clean help
 
@@ -42,10 +39,10 @@ smoke: $(STAMP)
 	$(BIN)/lagfit run experiment=smoke $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/lagfit run experiment=benchmark $(ARGS)
