@@ -3,7 +3,6 @@ eiv / tls removing it; σ = 0 is least squares; agreement with scipy.odr (ODRPAC
 difference Jacobians against forward-mode autodiff; σ = auto on a time series; bad σ values
 are one-line errors."""
 
-import math
 
 import numpy as np
 import pytest

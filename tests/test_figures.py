@@ -15,8 +15,6 @@ double pendulum's checks too.
 
 from pathlib import Path
 
-import pytest
-
 from conftest import assert_inside, call_cli, metrics
 from lagfit_cli.io import style
 

@@ -46,6 +46,21 @@ def _where(row: int) -> str:
     return f"row {row + 1} (file line {row + 2})"
 
 
+def read_text_table(path: Path) -> tuple[list[str], pd.DataFrame]:
+    """The CSV file as text cells: its header (as written: pandas would rename duplicates)
+    and its rows under those names; an unreadable file is one line naming it."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, header=None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise _fail(path, f"not a readable CSV file ({printable(str(err).splitlines()[0])})") from None
+    except OSError as err:
+        raise _fail(path, f"cannot read it: {err.strerror or err}") from None
+    header = [str(c).strip() for c in raw.iloc[0]] if len(raw) else []
+    table = raw.iloc[1:].reset_index(drop=True)
+    table.columns = header
+    return header, table
+
+
 def read_states(
     path: Path, dof: int, mapping: Mapping[str, str], min_rows: int
 ) -> dict[str, torch.Tensor]:
@@ -71,16 +86,7 @@ def read_states(
             "columns", f"maps {' and '.join(shared)} to the same column "
             f"{printable(mapping[shared[0]])!r}; each of lagfit's columns needs its own"
         )
-    try:
-        # header=None: the header row is read as it is (pandas would rename duplicates)
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, header=None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise _fail(path, f"not a readable CSV file ({printable(str(err).splitlines()[0])})") from None
-    except OSError as err:
-        raise _fail(path, f"cannot read it: {err.strerror or err}") from None
-    header = [str(c).strip() for c in raw.iloc[0]] if len(raw) else []
-    table = raw.iloc[1:].reset_index(drop=True)
-    table.columns = header
+    header, table = read_text_table(path)
     file_name = {name: mapping.get(name, name) for name in column_names(dof)}
     # unmapped names that collide with a mapped one are many-to-one maps too
     reads: dict[str, str] = {}

@@ -42,7 +42,7 @@ import torch
 
 from lagfit_cli.core.data import Dataset, register_dataset
 from lagfit_cli.core.registry import Registry
-from lagfit_cli.core.trajectory import Run, Trajectories
+from lagfit_cli.core.trajectory import Trajectories
 from lagfit_cli.core.trajectory_file import is_regular
 from lagfit_cli.errors import ArgumentError
 

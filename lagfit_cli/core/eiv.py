@@ -69,6 +69,7 @@ from torch import Tensor
 
 from lagfit_cli.core.data import Dataset
 from lagfit_cli.core.fit import CONVERGED, DIVERGED, MAX_ITERS, STALLED, FitHistory, FitResult
+from lagfit_cli.core.lm import batched_solve
 from lagfit_cli.core.registry import Registry
 from lagfit_cli.core.solvers.autodiff import autograd_terms, euler_lagrange_terms
 from lagfit_cli.core.solvers.base import solve_mass_matrix
@@ -448,7 +449,7 @@ def orthogonal_distance(
                 "bn,bnpk,bnkq->bpq", wr, w_rows, y_mat
             )
             rhs = -grad_t[rows] + torch.einsum("bn,bnpk,bnk->bp", wr, w_rows, y_vec)
-            d_theta = _solve(schur, rhs)
+            d_theta = batched_solve(schur, rhs)
             d_u = -y_vec - torch.einsum("bnkp,bp->bnk", y_mat, d_theta)
             cand_theta = theta[who].clone()
             cand_theta[:, index] += d_theta
@@ -525,16 +526,6 @@ def reduced_system(system: System, data: Dataset, sigmas: Sigmas, theta: Tensor,
     y = torch.linalg.solve(small_v, small_w.transpose(-1, -2))
     schur = big_u - torch.einsum("npk,nkq->pq", small_w, y)
     return 0.5 * (schur + schur.T), float(e.square().sum() + u.square().sum())
-
-
-def _solve(matrix: Tensor, rhs: Tensor) -> Tensor:
-    if matrix.shape[-1] == 0:
-        return rhs
-    solution, info = torch.linalg.solve_ex(matrix, rhs.unsqueeze(-1))
-    bad = info != 0
-    if bool(bad.any()):
-        solution[bad] = torch.linalg.lstsq(matrix[bad], rhs[bad].unsqueeze(-1)).solution
-    return solution.squeeze(-1)
 
 
 # --------------------------------------------------------------------------- TLS
@@ -704,9 +695,8 @@ class Estimated:
 
     def _bootstrap(self, system, ratios, theta, opts):
         """Rows resampled; each resample refitted by this estimator, all as one batch."""
-        from lagfit_cli.core.fit import IDENTIFIABLE, ratio_label, reported_values
         from lagfit_cli.core.random import generator
-        from lagfit_cli.core.uncertainty import LEVEL, Uncertainty, _set_correlations
+        from lagfit_cli.core.uncertainty import bootstrap_summary
 
         n = self.data.n_points
         gen = generator(opts.seed, "bootstrap")
@@ -725,23 +715,7 @@ class Estimated:
         else:
             fitted = tls_theta(system, self.model, self.data, self.sigmas, theta[None], self.free, counts).double().cpu()
             fitted = fitted[torch.isfinite(fitted).all(-1)]
-        values = reported_values(system, ratios, fitted)
-        labels = [ratio_label(r) for r in ratios]
-        nan = torch.full((len(ratios),), math.nan, dtype=torch.float64)
-        std, low, high = nan.clone(), nan.clone(), nan.clone()
-        ident = [r for r, row in enumerate(ratios) if row.status in IDENTIFIABLE]
-        if values.shape[0] >= 2 and ident:
-            sub = values[:, ident]
-            qs = torch.quantile(sub, torch.tensor([0.5 - LEVEL / 2, 0.5 + LEVEL / 2], dtype=torch.float64), dim=0)
-            std[ident], low[ident], high[ident] = sub.std(dim=0), qs[0], qs[1]
-        out = Uncertainty("bootstrap", labels, std, low, high, n_boot=opts.n_boot, n_boot_used=int(values.shape[0]))
-        if values.shape[0] >= 2 and ident:
-            centred = values[:, ident] - values[:, ident].mean(0)
-            cov = centred.T @ centred / (values.shape[0] - 1)
-            full = torch.zeros((len(ratios), len(ratios)), dtype=torch.float64)
-            full[torch.tensor(ident)[:, None], torch.tensor(ident)[None, :]] = cov
-            _set_correlations(out, labels, [r for r in ident if float(std[r]) > 0], full)
-        return out
+        return bootstrap_summary(system, ratios, fitted, opts.n_boot)
 
     def metrics(self, system: System, ratios, ls_result: FitResult, truth: Tensor) -> dict[str, Any]:
         from lagfit_cli.core.fit import IDENTIFIABLE, ratio_label, reported_values

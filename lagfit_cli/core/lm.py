@@ -134,7 +134,7 @@ def levenberg_marquardt(
             rows = trying.nonzero().flatten()
             who = live[rows]
             system = normal[rows] + torch.diag_embed(damping[who, None] * weights[rows])
-            step = _solve(system, -gradient[rows])
+            step = batched_solve(system, -gradient[rows])
             candidate = theta[who].clone()
             candidate[:, index] += step
             new_cost = 0.5 * model.residuals(candidate).square().sum(-1)
@@ -212,7 +212,7 @@ def _stop(status: list[str], stop_iter: Tensor, which: Tensor, name: str, t: int
             stop_iter[b] = t
 
 
-def _solve(system: Tensor, rhs: Tensor) -> Tensor:
+def batched_solve(system: Tensor, rhs: Tensor) -> Tensor:
     """Batched (B, p, p) x = (B, p); singular systems give a least-squares step."""
     if system.shape[-1] == 0:
         return rhs

@@ -44,6 +44,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from lagfit_cli.core.datafile import read_text_table
 from lagfit_cli.core.trajectory import Run, Trajectories
 from lagfit_cli.errors import ArgumentError, LagfitError, printable
 
@@ -187,18 +188,10 @@ def is_regular(t: np.ndarray) -> bool:
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise _fail(path, "is not a regular file; give a CSV file")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, header=None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise _fail(path, f"not a readable CSV file ({printable(str(err).splitlines()[0])})") from None
-    except OSError as err:
-        raise _fail(path, f"cannot read it: {err.strerror or err}") from None
-    header = [str(c).strip() for c in raw.iloc[0]] if len(raw) else []
+    header, table = read_text_table(path)
     for i, column in enumerate(header):
         if header.count(column) > 1:
             raise _fail(path, f"column {printable(column)!r} appears {header.count(column)} times; give each column a unique name")
-    table = raw.iloc[1:].reset_index(drop=True)
-    table.columns = header
     return table
 
 

@@ -293,7 +293,12 @@ def bootstrap_uncertainty(
     free_aug = torch.cat([free.to(theta.device), torch.zeros(1, dtype=torch.bool, device=theta.device)])
     result = levenberg_marquardt(weighted, start, free_aug, iters=iters, **lm_options)
     ok = torch.tensor([s != DIVERGED for s in result.status])
-    fitted = result.theta[:, :-1].to(torch.float64).cpu()[ok]
+    return bootstrap_summary(system, ratios, result.theta[:, :-1].to(torch.float64).cpu()[ok], n_boot)
+
+
+def bootstrap_summary(system: System, ratios, fitted: Tensor, n_boot: int) -> Uncertainty:
+    """Standard errors, percentile intervals and correlations of the reported values from
+    the refitted resamples ``fitted`` (B', P) that did not fail (any estimator's bootstrap)."""
     values = reported_values(system, ratios, fitted)  # (B', R)
     labels = [ratio_label(r) for r in ratios]
     nan = torch.full((len(ratios),), math.nan, dtype=torch.float64)
@@ -303,7 +308,7 @@ def bootstrap_uncertainty(
         sub = values[:, ident]
         q = torch.quantile(sub, torch.tensor([0.5 - LEVEL / 2, 0.5 + LEVEL / 2], dtype=torch.float64), dim=0)
         std[ident], low[ident], high[ident] = sub.std(dim=0), q[0], q[1]
-    out = Uncertainty("bootstrap", labels, std, low, high, n_boot=n_boot, n_boot_used=int(ok.sum()))
+    out = Uncertainty("bootstrap", labels, std, low, high, n_boot=n_boot, n_boot_used=int(values.shape[0]))
     if values.shape[0] >= 2 and ident:
         centred = values[:, ident] - values[:, ident].mean(0)
         cov = centred.T @ centred / (values.shape[0] - 1)

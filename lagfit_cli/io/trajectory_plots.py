@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.figure import Figure
 
 from lagfit_cli.core.rollout import Rollout
@@ -76,7 +75,7 @@ def rollout_figure(check: Rollout, title: str, runs: Sequence[int] | None = None
         for ax in axes.flat:  # every label once ("leaves tolerance" only where a run does)
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 shown_labels.setdefault(label, handle)
-        handles, labels = list(shown_labels.values()), list(shown_labels)
+        handles = list(shown_labels.values())
         outside_legend(fig, handles)
         shown = "" if len(check.runs) <= len(chosen) else f" (first {len(chosen)} of {len(check.runs)} runs)"
         fig.suptitle(wrap(f"{title}{shown}: measured vs simulated from the first state; RMS error "

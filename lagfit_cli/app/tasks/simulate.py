@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lagfit_cli.app.tasks import register_task
