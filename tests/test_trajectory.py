@@ -133,3 +133,25 @@ def test_a_recording_of_t_and_theta_fits_end_to_end(lagfit, tmp_path):
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["derivatives"] == "spline" and metrics["data"] == "trajectory" and metrics["n_runs"] == 1
     assert metrics["ratios"]["k/m"]["estimate"] == pytest.approx(2.0, rel=1e-7)
+
+
+def test_a_wrapped_angle_left_wrapped_is_not_a_trusted_fit(lagfit):
+    """examples/pendulum_runs.csv (scipy, not lagfit) records the angle wrapped into (−π, π]:
+    read as it is, the reader warns and the fit, which then explains nothing, exits 3;
+    with data.unwrap the same command fits g/l."""
+    import json
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "pendulum_runs.csv"
+    command = ("system=custom", 'system.lagrangian="0.5*m*l**2*qd**2 + m*g*l*cos(q)"',
+               "system.params={m: null, l: null, g: null}", "data=trajectory", f"data.path={example}",
+               "data.columns={q0: theta}", "init.n_starts=2", "uncertainty=none", "uncertainty.profiles=false")
+    wrapped = lagfit(*command)
+    assert wrapped.returncode == 3, wrapped.stderr
+    assert "a wrapped angle? data.unwrap=[q0]" in wrapped.stderr
+    assert "explains almost none of the data" in wrapped.stderr
+    assert json.loads((wrapped.run_dir / "metrics.json").read_text())["fit_ok"] is False
+    unwrapped = lagfit(*command, "data.unwrap=[q0]")
+    assert unwrapped.returncode == 0, unwrapped.stderr
+    g_over_l = json.loads((unwrapped.run_dir / "metrics.json").read_text())["ratios"]["g/l"]["estimate"]
+    assert g_over_l == pytest.approx(13.08, rel=1e-6)

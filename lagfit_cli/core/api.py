@@ -76,6 +76,10 @@ AGREEMENT_RTOL = 1e-6
 SAME_LOSS_RTOL = 1e-6
 #: residual RMS / q̈ RMS above this: the model leaves part of the data unexplained
 ADEQUACY_WARN = 1e-3
+#: residual RMS / q̈ RMS above this: the model explains almost nothing (< 10 % of q̈'s
+#: variance), whatever the optimiser says: not trustworthy. Noise alone stays below it: on
+#: the harmonic grid, σ = 1 on q, q̇ (the report's "no valley") leaves about 0.87
+MODEL_FAIL = 0.95
 #: the exact start for coefficients c(θ): θ matched to ĉ from this many starts, iterations
 MATCH_STARTS, MATCH_ITERS = 4, 50
 #: a residual whose variance the velocities explain beyond this fraction (R²), when the
@@ -872,14 +876,21 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, 
             f"the data do not determine {', '.join(newly_hidden)} (the Jacobian of q̈ has no "
             "component along it): reported as not identifiable"
         )
-    if relative_residual > ADEQUACY_WARN and best_ok:
+    explains_nothing = relative_residual > MODEL_FAIL
+    if explains_nothing:
+        warnings.append(
+            f"the model leaves {relative_residual:.1%} of {of_what} unexplained (residual RMS "
+            f"{residual_rms:.3g}): it explains almost none of the data; check the data (wrapped "
+            "angles: data.unwrap, units, the column mapping) and the Lagrangian — the fit is not trustworthy"
+        )
+    elif relative_residual > ADEQUACY_WARN and best_ok:
         warnings.append(
             f"the model leaves {relative_residual:.1%} of {of_what} unexplained (residual RMS "
             f"{residual_rms:.3g}): noise in the data, or a missing term (damping, a force)"
         )
     check_warnings = _mass_matrix_warnings(system, data, theta_best)
     warnings.extend(check_warnings)
-    fit_ok = best_ok and agree
+    fit_ok = best_ok and agree and not explains_nothing
     return {
         "system": system.name,
         "params": list(names),

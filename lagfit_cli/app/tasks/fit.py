@@ -254,7 +254,7 @@ def fit_task(cfg: DictConfig) -> Report:
 
     fit_rollout(cfg, problem, fitted, report)  # trajectory data only (rollout.*)
     if not fitted.fit_ok and cfg.check.require_converged:
-        report.failed_check = "check failed: the fit cannot be trusted: " + "; ".join(
-            w for w in fitted.warnings if "did not converge" in w or "disagree" in w
-        )
+        reasons = [w for w in fitted.warnings if any(k in w for k in ("did not converge", "disagree", "not trustworthy"))]
+        report.failed_check = "check failed: the fit cannot be trusted: " + (
+            "; ".join(reasons) or "see the WARNING lines above")
     return report
