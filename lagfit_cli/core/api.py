@@ -575,8 +575,10 @@ def fit_dataset(
 
     if opts.optimizer == "lm":
         scale = _rms(data.qdd)
-        if opts.weak is not None:  # the weak terms' own scale at the starts
-            scale = float(np.median([model.reference_rms(th) for th in theta0[-4:]]))
+        if opts.weak is not None:  # the weak terms' own scale: at the exact start (the data's
+            # solution) where there is one, else the median over a few starts
+            scale = (model.reference_rms(exact) if exact is not None
+                     else float(np.median([model.reference_rms(th) for th in theta0[-4:]])))
         floor = 0.5 * model.n_residuals * (64 * torch.finfo(dtype).eps * scale) ** 2
         result = levenberg_marquardt(
             model, theta0, _free(system, gauge, device), iters=opts.n_iters,

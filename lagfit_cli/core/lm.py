@@ -41,6 +41,10 @@ from lagfit_cli.core.solvers.jacobian import ResidualModel
 
 #: λ above this without an accepted step: the start has stalled (or converged at the floor)
 MAX_DAMPING = 1e16
+#: a start no λ can move, whose cost is below this multiple of the rounding floor (its
+#: residual within 1000× the floor's, ≈ 1e-11 of q̈'s scale), has converged: the data are
+#: exact to that level, and rounding in the residual makes the gradient test meaningless
+STUCK_FLOOR = 1e6
 INITIAL_DAMPING = 1e-3
 #: a start whose last PATIENCE accepted steps together lowered the cost by less than the
 #: fraction PLATEAU crawls (e.g. along a valley to infinity): it has stalled
@@ -171,7 +175,9 @@ def levenberg_marquardt(
             damping[lifted] = damping[lifted] * growth[lifted]
             growth[lifted] = growth[lifted] * 2.0
             stuck = rejected & (damping[who] > MAX_DAMPING)
-            flat = worst_cosine[rows] <= 1e-6
+            # flat: the gradient is negligible, or the residual is so small (data exact to
+            # ~1e-11, e.g. from an integrator) that rounding in r sets the cosine
+            flat = (worst_cosine[rows] <= 1e-6) | (cost[rows] <= STUCK_FLOOR * floor)
             _stop(status, stop_iter, who[stuck & flat], CONVERGED, t + 1)
             _stop(status, stop_iter, who[stuck & ~flat], STALLED, t + 1)
             active[who[stuck]] = False

@@ -319,12 +319,15 @@ class WeakModel:
         return self.residuals(theta), jacobian
 
     def reference_rms(self, theta: Tensor) -> float:
-        """RMS of the inertial term ∫ φ̇ ∂L/∂q̇ at θ (P,): the scale the residual is judged against."""
+        """The scale the residual is judged against: 1 where the residuals are relative to the
+        inertial term already; else the larger RMS of the inertial term ∫ φ̇ ∂L/∂q̇ at θ (P,)
+        and of the known force's term ∫ φ·Q (which the other terms balance at the fit)."""
         if self.normalised:  # the residuals are relative to it already
             return 1.0
         with torch.no_grad():
             _, momentum = self._terms(self.system.lagrangian, theta, None)
-            return float(self.integrate(momentum, self.dphi).square().mean().sqrt())
+            inertial = float(self.integrate(momentum, self.dphi).square().mean().sqrt())
+        return inertial if self.forcing is None else max(inertial, float(self.forcing.square().mean().sqrt()))
 
     def mass_ok(self, theta: Tensor) -> Tensor:
         """(B,) whether ∂²L/∂q̇² is definite (one sign) at an even subsample of the data."""
