@@ -882,8 +882,9 @@ def _metrics(system, data, truth, opts, result, ratios, ident, fit_s, warnings, 
     if explains_nothing:
         warnings.append(
             f"the model leaves {relative_residual:.1%} of {of_what} unexplained (residual RMS "
-            f"{residual_rms:.3g}): it explains almost none of the data; check the data (wrapped "
-            "angles: data.unwrap, units, the column mapping) and the Lagrangian — the fit is not trustworthy"
+            f"{residual_rms:.3g}): it explains almost none of the data; check the data (noise that "
+            "swamps q̈, e.g. q̈ differentiated from noisy positions: try derivatives=weak; wrapped "
+            "angles: data.unwrap; units; the column mapping) and the Lagrangian — the fit is not trustworthy"
         )
     elif relative_residual > ADEQUACY_WARN and best_ok:
         warnings.append(
