@@ -17,15 +17,6 @@ from test_cli_beyond_1d import one_error_line
 from sympy_eom import sympy_qdd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread, as the command line runs (threads=1), is fastest and does
-    not contend with other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # a custom L and R with time in the kinetic term (so d/dt ∂L/∂q̇ has a ∂²L/∂q̇∂t part),
 # a velocity-dependent coupling, and a state-dependent friction
 LAGRANGIAN = "0.5*m*(1 + 0.3*sin(t))*qd0**2 + 0.5*m*qd1**2 + a*t*q0*qd1 - 0.5*k*(q0**2 + q1**2)"

@@ -15,15 +15,6 @@ from conftest import metrics
 from sympy_eom import sympy_qdd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread, as the command line runs (threads=1), is fastest and does
-    not contend with other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 OMEGA, G = 1.2, 9.81
 # name -> (L, R, params, dof, time-dependent), written independently of lagfit's code
 REFERENCE = {
