@@ -18,13 +18,13 @@ identifiable value are reported. Goals: ≤ 1e-5 for the oscillators, ≤ 1e-4 f
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -132,10 +132,7 @@ def main() -> None:
         rows.extend(bench(name, args.runs, args.samples, args.dt, args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(out, index=False)  # as the other benchmarks write theirs
     width = max(len(r["value"]) for r in rows)
     for r in rows:
         print(f"{r['problem']:26s} {r['value']:{width}s} {r['kind']:9s} true {r['true']:<8.4g} "
