@@ -57,3 +57,27 @@ def test_the_wheel_ships_every_config_file(tmp_path):
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".yaml")}
     expected = {f"lagfit_cli/conf/{path.relative_to(CONF).as_posix()}" for path in CONF.rglob("*.yaml")}
     assert expected and expected == shipped
+
+
+def test_no_shipped_config_sets_hydra_mode_so_one_composition_suffices(lagfit):
+    """`lagfit run` composes once (app/cli.py: one_composition) because no config lagfit ships
+    sets hydra.mode; an override that sets it still decides the mode, as Hydra does."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lagfit_cli.app.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
+            for group in ("experiment", "system", "task", "data"):
+                for option in options(group):
+                    cfg = hydra_compose("config", [f"{group}={option}"], return_hydra_config=True)
+                    assert cfg.hydra.mode is None, (group, option)
+    finally:
+        GlobalHydra.instance().clear()
+    result = lagfit.cli("run", "hydra.mode=MULTIRUN", "noise.sigma=0,0.1", "report.figures=false",
+                        "hydra.sweep.dir=sw")
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 jobs ok" in result.stderr
