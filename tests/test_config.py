@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from omegaconf import open_dict
 
 from conftest import compose
 from lagfit_cli import build_system
@@ -20,15 +21,42 @@ def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def hydra_compose():
+    """Hydra's compose, with the hydra node, inside one initialization for the module."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lagfit_cli.app.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
+        yield lambda *overrides: hydra_compose("config", list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
 @pytest.mark.parametrize("group", ["system", "data", "noise", "init", "optim", "solver", "task", "experiment"])
-def test_every_option_composes_and_validates(group):
+def test_every_option_composes_and_validates(group, hydra_compose):
+    """Each option composes against the schema and passes validation. None sets hydra.mode:
+    that is why `lagfit run` composes once (app/cli.py: one_composition)."""
     for option in options(group):
-        cfg = compose(f"{group}={option}")
+        cfg = hydra_compose(f"{group}={option}")
+        assert cfg.hydra.mode is None, (group, option)
+        with open_dict(cfg):
+            del cfg["hydra"]
         validate(cfg)
         if group == "system" and option != "custom":  # custom starts empty: the user fills it
             system = build_system(dict(cfg.system))
             assert list(cfg.system.params) == list(system.param_names)
             system.parameter_ratios(cfg.system.gauge)  # the configured gauge is accepted
+
+
+def test_an_override_of_hydra_mode_still_decides_the_mode(lagfit):
+    result = lagfit.cli("run", "hydra.mode=MULTIRUN", "noise.sigma=0,0.1", "report.figures=false",
+                        "hydra.sweep.dir=sw")
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 jobs ok" in result.stderr
 
 
 def test_a_system_sets_its_data_bounds_and_the_command_line_wins():
@@ -58,26 +86,3 @@ def test_the_wheel_ships_every_config_file(tmp_path):
     expected = {f"lagfit_cli/conf/{path.relative_to(CONF).as_posix()}" for path in CONF.rglob("*.yaml")}
     assert expected and expected == shipped
 
-
-def test_no_shipped_config_sets_hydra_mode_so_one_composition_suffices(lagfit):
-    """`lagfit run` composes once (app/cli.py: one_composition) because no config lagfit ships
-    sets hydra.mode; an override that sets it still decides the mode, as Hydra does."""
-    from hydra import compose as hydra_compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lagfit_cli.app.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("lagfit_cli.conf", version_base="1.3"):
-            for group in ("experiment", "system", "task", "data"):
-                for option in options(group):
-                    cfg = hydra_compose("config", [f"{group}={option}"], return_hydra_config=True)
-                    assert cfg.hydra.mode is None, (group, option)
-    finally:
-        GlobalHydra.instance().clear()
-    result = lagfit.cli("run", "hydra.mode=MULTIRUN", "noise.sigma=0,0.1", "report.figures=false",
-                        "hydra.sweep.dir=sw")
-    assert result.returncode == 0, result.stderr
-    assert "2 of 2 jobs ok" in result.stderr

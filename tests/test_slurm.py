@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import call_cli
 from lagfit_cli.app import slurm
 from lagfit_cli.app.sweeps import planned_jobs
 from lagfit_cli.io import sweep
@@ -129,35 +130,42 @@ def assert_one_line_per_problem(stderr: str) -> None:
 # --------------------------------------------------------------------------- on a real SLURM
 
 
-@pytest.mark.slurm
-def test_a_time_limit_is_a_timeout_not_an_instant_kill(tmp_path, partition):
-    """First in the file (the longest: SLURM limits are whole minutes, checked every 30 s).
-    timeout_min=1: the job is not killed at once (the old signal_delay_s=120 warned, and
-    submitit ended the job, after 13 s), it runs to its limit and is reported as `timeout`.
-    SLURM's warning comes early and reaches every process of the job (torch's compiler too)."""
-    sweep_dir = tmp_path / "sw"
-    # at nice 19 (.ci/slurm-up propagates it to the task): its minute of fitting slows no other test
-    proc = lagfit(tmp_path, "run", "-m", *launcher(partition), "hydra.launcher.timeout_min=1", *SMALL,
-                  "hydra.launcher.setup=['renice -n 19 -p $$ >/dev/null']",
-                  "optim=gd", "init=box",  # the report's descent: slow enough to reach the limit
-                  "data.n=200", "noise.sigma=0.1", "optim.iters=100000000",
-                  "optim.grad_tol=0", "optim.loss_tol=0",
-                  f"hydra.sweep.dir={sweep_dir}")
-    assert proc.returncode == 1, proc.stderr
-    assert_one_line_per_problem(proc.stderr)
-    table = summary(sweep_dir)
-    assert list(table["status"]) == ["timeout"], table.to_dict("records")
-    assert table["error"][0].startswith("timeout: ")
-    script = next((sweep_dir / ".submitit").rglob("*_submission.sh")).read_text()
-    assert "#SBATCH --signal=USR2@10" in script
-    ids = slurm_ids(sweep_dir)
-    state, _, elapsed = sacct(ids["0"])[ids["0"]]
-    minutes, seconds = map(int, elapsed.split(":")[-2:])
-    assert 60 * minutes + seconds >= 60, (state, elapsed)  # ran to its limit
-    assert state == "TIMEOUT", state
+def on_cluster(test):
+    """A test on the real SLURM: marked `slurm`; in one xdist group, so that one pytest worker
+    runs them all (they mostly wait on SLURM) while the others run the rest of the suite
+    (`make test` gives pytest one worker more than there are cores for this); and with the
+    time-limited sweep under way (see time_limited_sweep), whichever of them runs first."""
+    for mark in (pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("time_limited_sweep")):
+        test = mark(test)
+    return test
 
 
-@pytest.mark.slurm
+@pytest.fixture(scope="module")
+def time_limited_sweep(tmp_path_factory, partition):
+    """A one-job sweep that runs into its one-minute SLURM time limit, started when the first
+    cluster test needs it and checked by the last one: SLURM limits are whole minutes, checked
+    every 30 s, so this job takes 60-90 s, and the other cluster tests run meanwhile.
+
+    At nice 19 (.ci/slurm-up propagates it to the task): its minute of fitting slows no other test.
+    Should a test ask for it alone (pytest -k), the teardown cancels what is left."""
+    cwd = tmp_path_factory.mktemp("time_limit")
+    sweep_dir = cwd / "sw"
+    run = start(cwd, "run", "-m", *launcher(partition), "hydra.launcher.timeout_min=1", *SMALL,
+                "hydra.launcher.setup=['renice -n 19 -p $$ >/dev/null']",
+                "optim=gd", "init=box",  # the report's descent: slow enough to reach the limit
+                "data.n=200", "noise.sigma=0.1", "optim.iters=100000000",
+                "optim.grad_tol=0", "optim.loss_tol=0",
+                f"hydra.sweep.dir={sweep_dir}")
+    yield run, sweep_dir
+    if run.poll() is None:
+        run.kill()
+        run.communicate()
+        jobs = slurm.load_jobs(sweep_dir).get("jobs") or {}
+        for job_id in jobs.values():
+            subprocess.run(["scancel", job_id], check=False)
+
+
+@on_cluster
 def test_a_sweep_matches_the_local_launcher_and_a_bad_job_fails_alone(tmp_path, partition):
     overrides = (*SMALL, "noise.sigma=0,0.1,-1")
     proc = lagfit(tmp_path, "run", "-m", *launcher(partition), *overrides, "hydra.sweep.dir=sw")
@@ -171,9 +179,9 @@ def test_a_sweep_matches_the_local_launcher_and_a_bad_job_fails_alone(tmp_path, 
     ids = slurm_ids(tmp_path / "sw")
     states = sacct(ids["0"])
     assert states[ids["0"]][:2] == ("COMPLETED", "0:0") and states[ids["2"]][:2] == ("FAILED", "2:0"), states
-    # the same sweep with Hydra's own (local) launcher: the same numbers, byte for byte
-    proc = lagfit(tmp_path, "run", "-m", *overrides, "hydra.sweep.dir=local")
-    assert proc.returncode == 2, proc.stderr
+    # the same sweep with Hydra's own (local) launcher, in this process: the same numbers, byte for byte
+    local = call_cli(["run", "-m", *overrides, "hydra.sweep.dir=local"], tmp_path)
+    assert local.returncode == 2, local.stderr
     for job in ("0", "1"):
         on_slurm, local = tmp_path / "sw" / job, tmp_path / "local" / job
         for name in ("fit_results.csv", "fit_history.csv"):
@@ -185,7 +193,7 @@ def test_a_sweep_matches_the_local_launcher_and_a_bad_job_fails_alone(tmp_path, 
     assert (tmp_path / "sw" / "2" / "error.txt").read_bytes() == (tmp_path / "local" / "2" / "error.txt").read_bytes()
 
 
-@pytest.mark.slurm
+@on_cluster
 def test_a_cancelled_pending_job_is_a_row_and_the_wait_ends_without_accounting(tmp_path, partition):
     """One job at a time (array_parallelism=1): job 1 is still pending when it is cancelled.
     sacct answers 'accounting disabled' here, so the launcher falls back on squeue."""
@@ -214,7 +222,7 @@ def test_a_cancelled_pending_job_is_a_row_and_the_wait_ends_without_accounting(t
     assert proc.returncode == 1 and "1 of 2 jobs ok, 1 cancelled" in proc.stderr, proc.stderr
 
 
-@pytest.mark.slurm
+@on_cluster
 def test_a_rejected_submission_is_one_line_and_leaves_no_folder(tmp_path, partition):
     proc = lagfit(tmp_path, "run", "-m", *launcher(partition), "hydra.launcher.partition=no_such_partition",
                   *SMALL, "seed=0,1", "hydra.sweep.dir=sw")
@@ -227,7 +235,7 @@ def test_a_rejected_submission_is_one_line_and_leaves_no_folder(tmp_path, partit
     assert not (tmp_path / "sw").exists()
 
 
-@pytest.mark.slurm
+@on_cluster
 def test_ctrl_c_leaves_the_jobs_running_and_summarize_collects_them(tmp_path, partition):
     """The array is submitted held (sbatch --hold): its jobs stay pending until released."""
     sweep_dir = tmp_path / "sw"
@@ -252,6 +260,28 @@ def test_ctrl_c_leaves_the_jobs_running_and_summarize_collects_them(tmp_path, pa
     proc = lagfit(tmp_path, "summarize", str(sweep_dir))
     assert proc.returncode == 0, proc.stderr
     assert list(summary(sweep_dir)["status"]) == ["ok", "ok"]
+
+
+@on_cluster
+def test_a_time_limit_is_a_timeout_not_an_instant_kill(time_limited_sweep):
+    """Last on the cluster (its sweep started with the first cluster test; see time_limited_sweep).
+    timeout_min=1: the job is not killed at once (the old signal_delay_s=120 warned, and
+    submitit ended the job, after 13 s), it runs to its limit and is reported as `timeout`.
+    SLURM's warning comes early and reaches every process of the job (torch's compiler too)."""
+    run, sweep_dir = time_limited_sweep
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    assert_one_line_per_problem(stderr)
+    table = summary(sweep_dir)
+    assert list(table["status"]) == ["timeout"], table.to_dict("records")
+    assert table["error"][0].startswith("timeout: ")
+    script = next((sweep_dir / ".submitit").rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --signal=USR2@10" in script
+    ids = slurm_ids(sweep_dir)
+    state, _, elapsed = sacct(ids["0"])[ids["0"]]
+    minutes, seconds = map(int, elapsed.split(":")[-2:])
+    assert 60 * minutes + seconds >= 60, (state, elapsed)  # ran to its limit
+    assert state == "TIMEOUT", state
 
 
 # --------------------------------------------------------------------------- pure logic
