@@ -44,3 +44,63 @@ def test_layers_import_one_way(layer):
 def test_the_package_root_imports_no_layer_eagerly():
     names = imported_modules(PACKAGE / "__init__.py")
     assert not {n for n in names if n.startswith("lagfit_cli.")}, names
+
+
+def module_level_imports(module: str) -> set[str]:
+    """Modules that importing ``module`` imports: its import statements at module level
+    (not inside functions, not under ``if TYPE_CHECKING``), and its packages' ``__init__``."""
+    parts = module.split(".")
+    path = PACKAGE.parent.joinpath(*parts)
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    package = ".".join(parts if path.name == "__init__.py" else parts[:-1])
+    names = {".".join(parts[:i]) for i in range(1, len(parts))}  # the packages above it
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module_name = ".".join(base + ([node.module] if node.module else []))
+                names.add(module_name)
+                # `from package import submodule` imports the submodule
+                names.update(f"{module_name}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body), visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body), visit(node.orelse), visit(node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(tree.body)
+    return names
+
+
+def import_closure(module: str) -> set[str]:
+    """Every module importing ``module`` pulls in, following lagfit_cli's own modules."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        if parts[0] != "lagfit_cli":
+            continue
+        path = PACKAGE.parent.joinpath(*parts)
+        if path.is_dir() or path.with_suffix(".py").is_file():
+            todo.extend(module_level_imports(name))
+    return seen
+
+
+@pytest.mark.parametrize("module, not_imported", [
+    ("lagfit_cli.app.cli", {"torch", "matplotlib", "hydra", "pandas", "scipy"}),  # --help, usage errors
+    ("lagfit_cli.app.hydra_app", {"torch", "matplotlib", "scipy"}),  # a bad config is told before torch
+    ("lagfit_cli.io.sweep_plot", {"torch", "scipy"}),  # a sweep's summary: matplotlib and pandas only
+])
+def test_start_up_paths_import_no_heavy_package(module, not_imported):
+    """What each path imports at once (functions import the rest when they need it): the
+    command's start-up, a job's config check, the summary a sweep writes in its parent process."""
+    heavy = {name.split(".")[0] for name in import_closure(module)} & not_imported
+    assert not heavy, f"importing {module} imports {sorted(heavy)}"

@@ -76,9 +76,30 @@ def lagfit(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300)
                           timeout=timeout, env=env)
 
 
+#: sweeps started in the background by this module: (process, sweep folder)
+STARTED: list[tuple[subprocess.Popen, Path]] = []
+
+
 def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lagfit_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    """``lagfit ARGS`` in the background; ended at the end of the module if a test left it
+    running (a failed test must not leave a process waiting on held jobs, or the jobs)."""
+    run = subprocess.Popen([sys.executable, "-m", "lagfit_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    sweep_dir = next((cwd / a.split("=", 1)[1] for a in args if a.startswith("hydra.sweep.dir=")), cwd)
+    STARTED.append((run, sweep_dir))
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def end_what_was_started():
+    yield
+    for run, sweep_dir in STARTED:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        for job_id in (slurm.load_jobs(sweep_dir).get("jobs") or {}).values():
+            subprocess.run(["scancel", job_id.split("_")[0]], check=False, capture_output=True)
+    STARTED.clear()
 
 
 def summary(sweep_dir: Path) -> pd.DataFrame:
@@ -147,7 +168,7 @@ def time_limited_sweep(tmp_path_factory, partition):
     every 30 s, so this job takes 60-90 s, and the other cluster tests run meanwhile.
 
     At nice 19 (.ci/slurm-up propagates it to the task): its minute of fitting slows no other test.
-    Should a test ask for it alone (pytest -k), the teardown cancels what is left."""
+    Should a test ask for it alone (pytest -k), end_what_was_started cancels what is left."""
     cwd = tmp_path_factory.mktemp("time_limit")
     sweep_dir = cwd / "sw"
     run = start(cwd, "run", "-m", *launcher(partition), "hydra.launcher.timeout_min=1", *SMALL,
@@ -156,13 +177,7 @@ def time_limited_sweep(tmp_path_factory, partition):
                 "data.n=200", "noise.sigma=0.1", "optim.iters=100000000",
                 "optim.grad_tol=0", "optim.loss_tol=0",
                 f"hydra.sweep.dir={sweep_dir}")
-    yield run, sweep_dir
-    if run.poll() is None:
-        run.kill()
-        run.communicate()
-        jobs = slurm.load_jobs(sweep_dir).get("jobs") or {}
-        for job_id in jobs.values():
-            subprocess.run(["scancel", job_id], check=False)
+    return run, sweep_dir
 
 
 @on_cluster

@@ -5,7 +5,7 @@ data). Each function returns a Figure; writing it is the report's job (``style.s
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,11 +17,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from lagfit_cli.core.data import Dataset
-from lagfit_cli.core.landscape import Landscape
 from lagfit_cli.io.style import (
     BLACK, CMAP_LOSS, CMAP_SIGNED, LOSS_LABEL, STATUS_COLORS, STATUS_LABELS, figsize, style, wrap,
 )
+
+if TYPE_CHECKING:  # annotations only: a sweep's summary figure needs no torch
+    from lagfit_cli.core.data import Dataset
+    from lagfit_cli.core.landscape import Landscape
 
 GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "nu", "omega", "sigma", "kappa", "phi", "psi", "rho", "tau", "eta", "zeta", "xi", "chi"}
 
