@@ -36,27 +36,45 @@ def hydra_compose():
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize("group", ["system", "data", "noise", "init", "optim", "solver", "task", "experiment"])
-def test_every_option_composes_and_validates(group, hydra_compose):
-    """Each option composes against the schema and passes validation. None sets hydra.mode:
-    that is why `lagfit run` composes once (app/cli.py: one_composition)."""
-    for option in options(group):
-        cfg = hydra_compose(f"{group}={option}")
-        assert cfg.hydra.mode is None, (group, option)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        validate(cfg)
-        if group == "system" and option != "custom":  # custom starts empty: the user fills it
+#: every config group a user chooses from (experiment presets compose on their own, below)
+GROUPS = ("system", "data", "noise", "init", "optim", "solver", "task", "uncertainty", "derivatives", "estimator")
+
+
+def composed_and_validated(hydra_compose, *overrides):
+    """The job's config of ``overrides``, validated; no shipped config sets hydra.mode, which
+    is why `lagfit run` composes once (app/cli.py: one_composition)."""
+    cfg = hydra_compose(*overrides)
+    assert cfg.hydra.mode is None, overrides
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+    return cfg
+
+
+def test_every_option_of_every_group_composes_and_validates(hydra_compose):
+    """Composition i takes the i-th option of every group (the shorter groups cycle), so that
+    every option composes against the schema and passes validation, beside others."""
+    choices = {group: options(group) for group in GROUPS}
+    assert all(choices.values()), choices
+    for i in range(max(map(len, choices.values()))):
+        overrides = [f"{group}={names[i % len(names)]}" for group, names in choices.items()]
+        cfg = composed_and_validated(hydra_compose, *overrides)
+        if cfg.system.name != "custom":  # custom starts empty: the user fills it
             system = build_system(dict(cfg.system))
-            assert list(cfg.system.params) == list(system.param_names)
+            assert list(cfg.system.params) == list(system.param_names), overrides
             system.parameter_ratios(cfg.system.gauge)  # the configured gauge is accepted
 
 
+def test_every_experiment_composes_and_validates(hydra_compose):
+    for option in options("experiment"):
+        composed_and_validated(hydra_compose, f"experiment={option}")
+
+
 def test_an_override_of_hydra_mode_still_decides_the_mode(lagfit):
-    result = lagfit.cli("run", "hydra.mode=MULTIRUN", "noise.sigma=0,0.1", "report.figures=false",
+    result = lagfit.cli("run", "hydra.mode=MULTIRUN", "experiment=smoke", "report.figures=false",
                         "hydra.sweep.dir=sw")
     assert result.returncode == 0, result.stderr
-    assert "2 of 2 jobs ok" in result.stderr
+    assert "1 of 1 jobs ok" in result.stderr and (lagfit.tmp_path / "sw" / "0" / "metrics.json").is_file()
 
 
 def test_a_system_sets_its_data_bounds_and_the_command_line_wins():
