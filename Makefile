@@ -39,13 +39,13 @@ smoke: $(STAMP)
 	$(BIN)/lagfit run experiment=smoke $(ARGS)
 
 # pytest-xdist: one worker per core, plus one where SLURM is installed: the tests on a real
-# SLURM (one xdist group, run by one worker) mostly wait on the cluster, and must not keep a
-# core idle meanwhile. --dist loadgroup keeps that group together and hands out the other
-# tests one at a time. Bytecode caches on (some images set PYTHONDONTWRITEBYTECODE): pytest
-# then keeps the test modules it rewrites, and a second run collects faster.
+# SLURM (run together by one worker: tests/conftest.py's scheduler) mostly wait on the cluster,
+# and must not keep a core idle meanwhile. Bytecode caches on (some images set
+# PYTHONDONTWRITEBYTECODE): pytest then keeps the test modules it rewrites, and a second run
+# collects faster.
 CORES := $(shell nproc 2>/dev/null || echo 2)
 TEST_WORKERS ?= $(shell if command -v sbatch >/dev/null 2>&1; then echo $$(($(CORES) + 1)); else echo $(CORES); fi)
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test: $(STAMP)
 	$(PYTEST) $(ARGS)

@@ -33,6 +33,30 @@ torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 
 
+#: tests that mostly wait on a real SLURM: one pytest-xdist worker runs all of them, first
+CLUSTER_TESTS = "tests/test_slurm.py::"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's `load` distribution, except that the tests in :data:`CLUSTER_TESTS` go to
+    one worker together, first: they wait on SLURM for about a minute and a half (a time
+    limit is whole minutes), and `make test` gives pytest one worker more than there are
+    cores for them, so that no core idles meanwhile. Every other test is handed out alone.
+
+    (xdist's own `--dist loadgroup` would do this with a mark, but its group is lost under
+    pytest 9, which no longer lets it rename a test's node id.)
+    """
+    if config.getvalue("dist") != "load":
+        return None  # --dist loadfile, loadscope, ...: as asked
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return CLUSTER_TESTS if nodeid.startswith(CLUSTER_TESTS) else nodeid
+
+    return ClusterTestsTogether(config, log)
+
+
 @dataclass
 class CliResult:
     args: list

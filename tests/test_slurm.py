@@ -152,13 +152,10 @@ def assert_one_line_per_problem(stderr: str) -> None:
 
 
 def on_cluster(test):
-    """A test on the real SLURM: marked `slurm`; in one xdist group, so that one pytest worker
-    runs them all (they mostly wait on SLURM) while the others run the rest of the suite
-    (`make test` gives pytest one worker more than there are cores for this); and with the
-    time-limited sweep under way (see time_limited_sweep), whichever of them runs first."""
-    for mark in (pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("time_limited_sweep")):
-        test = mark(test)
-    return test
+    """A test on the real SLURM: marked `slurm`, and with the time-limited sweep under way (see
+    time_limited_sweep), whichever of them runs first. One pytest worker runs this file's
+    tests, first, while the others run the rest of the suite (conftest's scheduler)."""
+    return pytest.mark.usefixtures("time_limited_sweep")(pytest.mark.slurm(test))
 
 
 @pytest.fixture(scope="module")
