@@ -39,7 +39,7 @@ def unknown(truth):
 
 
 def test_two_coordinate_linear_lagrangian_is_exact_at_defaults():
-    data = independent_data(LINEAR_2COORD, LINEAR_TRUTH, 2)
+    data = independent_data(LINEAR_2COORD, LINEAR_TRUTH, 2, n=200)
     report = lf.fit(LINEAR_2COORD, data, params=unknown(LINEAR_TRUTH))
     m = report.metrics
     assert m["fit_ok"] and m["n_max_iters"] == 0 and m["n_diverged"] == 0
@@ -53,7 +53,7 @@ def test_two_coordinate_linear_lagrangian_is_exact_at_defaults():
 
 @pytest.mark.parametrize("system", [DOUBLE_PENDULUM, "double_pendulum"])
 def test_double_pendulum_from_independent_data(system):
-    data = independent_data(DOUBLE_PENDULUM, DP_TRUTH, 2, q_max=1.5, qd_max=2.0)
+    data = independent_data(DOUBLE_PENDULUM, DP_TRUTH, 2, n=200, q_max=1.5, qd_max=2.0)
     report = lf.fit(system, data, params=unknown(DP_TRUTH) if system == DOUBLE_PENDULUM else None)
     m = report.metrics
     assert m["fit_ok"]
@@ -123,7 +123,7 @@ def test_a_hopeless_fit_exits_3_with_a_warning(lagfit):
 
 
 def test_measured_data_have_no_made_up_truth(lagfit, tmp_path):
-    data = independent_data(DOUBLE_PENDULUM, DP_TRUTH, 2, n=400, q_max=1.5, qd_max=2.0)
+    data = independent_data(DOUBLE_PENDULUM, DP_TRUTH, 2, n=100, q_max=1.5, qd_max=2.0)
     path = tmp_path / "dp.csv"
     pd.DataFrame(data).to_csv(path, index=False)
     run = lagfit("system=double_pendulum", "data=csv", f"data.path={path}", "report.figures=false")

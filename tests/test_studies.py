@@ -148,19 +148,50 @@ def test_slice_and_valley_shape():
     assert math.isclose(noisy.decades, math.log10((1 + c) / c))
 
 
-@pytest.mark.parametrize(
-    "override, expected",
-    [
-        ("optim.lr=fast", "optim.lr"),
-        ("optim.lr=auto init.box_width=0", "optim.lr"),
-        ("optim.lr=auto optim.auto_step_fraction=0", "optim.auto_step_fraction"),
-        ("task=noise_study task.sigmas=[0.1,-1]", "task.sigmas"),
-        ("task=noise_study task.realizations=0", "task.realizations"),
-        ("task=landscape task.resolution=1", "task.resolution"),
-        ("task=landscape task.x_range=[2,1]", "task.x_range"),
-        ("task=landscape task.x=k task.y=k", "task.y"),
-    ],
-)
+#: bad study keys: (the task group chosen, the bad values, the key its one-line error names)
+BAD_STUDY_KEYS = [
+    (None, {"optim.lr": "fast"}, "optim.lr"),
+    (None, {"optim.lr": "auto", "init.box_width": 0}, "optim.lr"),
+    (None, {"optim.lr": "auto", "optim.auto_step_fraction": 0}, "optim.auto_step_fraction"),
+    ("noise_study", {"task.sigmas": [0.1, -1]}, "task.sigmas"),
+    ("noise_study", {"task.realizations": 0}, "task.realizations"),
+    ("landscape", {"task.resolution": 1}, "task.resolution"),
+    ("landscape", {"task.x_range": [2, 1]}, "task.x_range"),
+    ("landscape", {"task.x": "k", "task.y": "k"}, "task.y"),
+]
+
+
+@pytest.fixture(scope="module")
+def composed_tasks():
+    """The composed config of the default task, task=noise_study and task=landscape (one
+    Hydra composition each, shared by the cases below)."""
+    from conftest import compose
+
+    return {task: compose(*([f"task={task}"] if task else [])) for task in (None, "noise_study", "landscape")}
+
+
+@pytest.mark.parametrize("task, values, expected", BAD_STUDY_KEYS,
+                         ids=[" ".join(f"{k}={v}" for k, v in case[1].items()) for case in BAD_STUDY_KEYS])
+def test_study_keys_fail_with_their_key(composed_tasks, task, values, expected):
+    """The check every job runs first (validate_static) names the bad key; the two command
+    lines below show that such an error is one line, exit code 2, and no results."""
+    from omegaconf import OmegaConf
+
+    from lagfit_cli.app.config import ConfigError, validate_static
+
+    cfg = composed_tasks[task].copy()
+    validate_static(cfg)  # the composed config itself is good
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    with pytest.raises(ConfigError) as error:
+        validate_static(cfg)
+    assert expected in str(error.value).splitlines()[0] and len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("optim.lr=fast", "optim.lr"),
+    ("task=landscape task.x=k task.y=k", "task.y"),
+])
 def test_study_keys_fail_with_one_line(lagfit, override, expected):
     proc = lagfit(*override.split())
     assert proc.returncode == 2, proc.stderr
