@@ -105,7 +105,7 @@ def physical(expr: str) -> str:
     return f"0.5*m*qd0**2 + {expr}"
 
 
-@fuzz(200)
+@fuzz(100)
 @given(expressions())
 def test_compile_lagrangian_raises_only_lagfit_errors(expr):
     try:
@@ -116,7 +116,7 @@ def test_compile_lagrangian_raises_only_lagfit_errors(expr):
     assert compiled.dof >= 1
 
 
-@fuzz(6)
+@fuzz(4)
 @given(expressions(), st.booleans())
 def test_custom_lagrangian_runs_or_fails_in_one_line(base, expr, into_finished):
     source = physical(expr).replace("\\", "\\\\").replace("'", "\\'")
@@ -146,7 +146,7 @@ def csv_files(draw):
     return "\n".join(",".join(cell(c) for c in row) for row in [header, *rows]) + "\n"
 
 
-@fuzz(5)
+@fuzz(4)
 @given(csv_files())
 def test_csv_files_run_or_fail_in_one_line(base, text):
     root = base[0]
@@ -174,7 +174,7 @@ VALUES = {
 }
 
 
-@fuzz(6)
+@fuzz(4)
 @given(st.dictionaries(st.sampled_from(sorted(VALUES)), st.integers(0, 7), min_size=1, max_size=4), st.booleans())
 def test_config_values_run_or_fail_in_one_line(base, picks, into_finished):
     overrides = [f"{key}={VALUES[key][i % len(VALUES[key])]}" for key, i in picks.items()]

@@ -1,6 +1,7 @@
 """Issue 14: nothing lost, every failure one line. The CLI is run in-process (``main``)."""
 
 import contextlib
+import copy
 import errno
 import io
 import json
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from lagfit_cli.app import limits, rundir
 from lagfit_cli.app.cli import main
@@ -69,12 +71,10 @@ def test_a_finished_run_is_refused_however_the_folder_is_named(finished, monkeyp
     assert not (finished / rundir.LOCK_FILE).exists()
 
 
-def test_a_multirun_never_writes_into_a_finished_sweep(tmp_path):
-    sweep_dir = tmp_path / "sw"
-    code, err = lagfit("run", "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
-    assert code == 0, err
+def test_a_multirun_never_writes_into_a_finished_sweep(sweep_dir):
+    """A second sweep into the folder of a finished one (the four-job sweep below) is refused."""
     before = snapshot(sweep_dir)
-    code, err = lagfit("run", "-m", *TINY, "seed=2,3", f"hydra.sweep.dir={sweep_dir}")
+    code, err = lagfit("run", "-m", *TINY, "seed=4,5", f"hydra.sweep.dir={sweep_dir}")
     one_error_line(code, err, "already holds the jobs of another sweep")
     assert snapshot(sweep_dir) == before
 
@@ -118,13 +118,8 @@ def test_two_runs_started_at_once_one_wins(tmp_path):
 
 @pytest.mark.parametrize("overrides, key", [
     (("threads=1000",), "threads"),
-    (("report.dpi=20000",), "report.dpi"),
-    (("init.n_starts=10000000",), "init.n_starts"),
-    (("data=uniform", "data.n_points=100000000", "limits.max_memory_gb=16"), "data.n_points"),
-    (("data=uniform", "data.n_points=1e8"), "data.n_points"),
-    (("task=landscape", "task.resolution=100000"), "task.resolution"),
-    (("optim.iters=100000000000000000000",), "optim.iters"),
-    (("data.n=100000000000000000000000000000",), "data.n"),
+    (("data=uniform", "data.n_points=1e8"), "data.n_points"),  # 1e8 as Hydra parses it
+    (("data.n=100000000000000000000000000000",), "data.n"),  # a 30-digit integer from the command line
 ])
 def test_oversized_runs_are_refused_at_once(tmp_path, overrides, key):
     code, err = run(tmp_path / "r", *overrides)
@@ -133,29 +128,81 @@ def test_oversized_runs_are_refused_at_once(tmp_path, overrides, key):
     assert not (tmp_path / "r").exists()
 
 
+def _job_checks(cfg) -> str:
+    """The error line a job prints for ``cfg``: the checks of hydra_app._run_job, in its order,
+    before any work (validate_static, limits.check, validate_names) and its message making."""
+    from lagfit_cli.app.config import ConfigError, config_message, validate_names, validate_static
+    from lagfit_cli.errors import printable
+
+    try:
+        validate_static(cfg)
+        limits.check(cfg)
+        validate_names(cfg)
+    except ConfigError as err:
+        return f"lagfit: error: {printable(str(err))}"
+    except LagfitError as err:
+        return f"lagfit: error: {printable(config_message(err))}"
+    raise AssertionError("the config was accepted")
+
+
+@pytest.fixture(scope="module")
+def composed():
+    """Composed configs of ``lagfit run GROUPS`` (one composition per choice of groups), as
+    copies for a test to change."""
+    cache = {}
+
+    def get(*groups: str):
+        if groups not in cache:
+            cache[groups] = _cfg(*groups)
+        return copy.deepcopy(cache[groups])
+
+    return get
+
+
+@pytest.mark.parametrize("groups, values, key", [
+    ((), {"report.dpi": 20000}, "report.dpi"),
+    ((), {"init.n_starts": 10000000}, "init.n_starts"),
+    (("data=uniform",), {"data.n_points": 100000000, "limits.max_memory_gb": 16}, "data.n_points"),
+    (("task=landscape",), {"task.resolution": 100000}, "task.resolution"),
+    ((), {"optim.iters": 100000000000000000000}, "optim.iters"),
+])
+def test_oversized_values_are_refused_before_any_work(composed, groups, values, key):
+    """The other sizes, checked where a job checks them (a full run of each kind is above)."""
+    cfg = composed(*groups)
+    for name, value in values.items():
+        OmegaConf.update(cfg, name, value)
+    line = _job_checks(cfg)
+    assert "\n" not in line and key in line, line
+    assert len(line) < 400  # no 200-digit numbers
+
+
 def test_the_grid_limit_prints_no_huge_number(tmp_path):
     code, err = run(tmp_path / "r", "system=coupled_oscillators", "data=grid", "data.n=10000000000")
     line = one_error_line(code, err, "data.n")
     assert "about 10^" in line and len(line) < 300
 
 
-def test_history_memory_does_not_grow_with_iterations():
+def test_history_memory_does_not_grow_with_iterations(composed):
     def loss_and_grad(theta):  # never converges: a slow descent on a long valley
         return (theta ** 2).sum(-1) + 1.0, 2e-9 * theta
 
     theta0 = torch.ones(3, 2, dtype=torch.float64)
-    result = gradient_descent(loss_and_grad, theta0, lr=1e-3, iters=4000, history_max_rows=64)
+    # 1000 iterations: over 15 times the 64 rows kept, so the history is thinned again and again
+    result = gradient_descent(loss_and_grad, theta0, lr=1e-3, iters=1000, history_max_rows=64)
     rows = result.history.loss.shape[0]
-    assert rows <= 64 and int(result.history.iteration()[-1]) == 4000
+    assert rows <= 64 and int(result.history.iteration()[-1]) == 1000
     assert int(result.history.iteration()[0]) == 0
-    big = limits.estimates(_cfg("optim.iters=1000000000"), 1, 2)[0]
-    small = limits.estimates(_cfg("optim.iters=100000"), 1, 2)[0]
+    big, small = composed(), composed()
+    OmegaConf.update(big, "optim.iters", 1000000000)
+    OmegaConf.update(small, "optim.iters", 100000)
+    big, small = limits.estimates(big, 1, 2)[0], limits.estimates(small, 1, 2)[0]
     assert sum(t.bytes for t in big) == sum(t.bytes for t in small)
 
 
 def test_a_thinned_history_keeps_each_start_final_state(tmp_path):
     code, err = run(tmp_path / "r", "optim=gd", "init=box", "data.n=4", "optim.iters=60", "report.history_max_rows=8",
-                    "optim.grad_tol=0", "optim.loss_tol=0", "check.require_converged=false")
+                    "optim.grad_tol=0", "optim.loss_tol=0", "check.require_converged=false",
+                    "report.figures=false")
     assert code == 0, err
     history = pd.read_csv(tmp_path / "r" / "fit_history.csv")
     results = pd.read_csv(tmp_path / "r" / "fit_results.csv")
@@ -254,13 +301,22 @@ def _csv(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
 GOOD_ROWS = "".join(f"{q},{qd},{-2 * q}\n" for q, qd in ((0.1, 0.2), (0.5, -0.3), (-0.7, 0.4), (0.9, 0.1)))
 
 
+def _csv_line(path: Path, columns: dict | None = None) -> str:
+    """The error line of ``data=csv data.path=PATH [data.columns=COLUMNS]`` for the harmonic
+    system, made where the job makes it: the file's reader, its message named by config key."""
+    from lagfit_cli.app.config import config_message
+    from lagfit_cli.core.datafile import read_states
+    from lagfit_cli.errors import printable
+
+    with pytest.raises(LagfitError) as info:
+        read_states(Path(path), 1, columns or {}, min_rows=2)
+    line = f"lagfit: error: {printable(config_message(info.value))}"
+    assert "\n" not in line and "\x1b" not in line, line
+    return line
+
+
 @pytest.mark.parametrize("setup, expected", [
     (lambda t: _csv(t, "q0,qd0,qdd0\n1e308,0.1,0.2\n" + GOOD_ROWS), "not finite at 1 of 5 data points"),
-    (lambda t: t, "is a folder, not a CSV file"),
-    (lambda t: Path("/dev/null"), "is not a regular file"),
-    (lambda t: t / "missing.csv", "no such file"),
-    (lambda t: _csv(t, "q0,qd0,q0,qdd0\n" + "".join(f"{r.split(',')[0]},{r}\n" for r in GOOD_ROWS.split())),
-     "column 'q0' appears 2 times"),
     (lambda t: _csv(t, "q0,qd0,qdd0,\x1b[31mevil\nx\n" + "".join(f"{r},1\n" for r in GOOD_ROWS.split())),
      "path"),
 ])
@@ -272,13 +328,27 @@ def test_csv_problems_are_named(tmp_path, setup, expected):
     assert "\x1b" not in err
 
 
+@pytest.mark.parametrize("setup, expected", [
+    (lambda t: t, "is a folder, not a CSV file"),
+    (lambda t: Path("/dev/null"), "is not a regular file"),
+    (lambda t: t / "missing.csv", "no such file"),
+    (lambda t: _csv(t, "q0,qd0,q0,qdd0\n" + "".join(f"{r.split(',')[0]},{r}\n" for r in GOOD_ROWS.split())),
+     "column 'q0' appears 2 times"),
+])
+def test_csv_file_problems_are_named_by_the_reader(tmp_path, setup, expected):
+    """More files a run cannot read, each told by the reader in the line a run prints
+    (a run's path to that line is the test above)."""
+    line = _csv_line(setup(tmp_path))
+    assert expected in line and line.startswith("lagfit: error: data.path: ")
+    assert "declares linear_in_params" not in line
+
+
 def test_control_characters_in_headers_are_not_echoed(tmp_path):
     path = _csv(tmp_path, "a\x1b[2Jb,qd0,qdd0\n" + GOOD_ROWS)
     line = one_error_line(*run(tmp_path / "r", *TINY, "data=csv", f"data.path={path}"), "missing column 'q0'")
     assert "\x1b" not in line and "a?[2Jb" in line
     path = _csv(tmp_path, '"q\n0",qd0,qdd0\n' + GOOD_ROWS, "nl.csv")
-    code, err = run(tmp_path / "r", *TINY, "data=csv", f"data.path={path}")
-    one_error_line(code, err, "'q?0'")
+    assert "'q?0'" in _csv_line(path)
 
 
 def test_unreadable_csv_is_one_line(tmp_path, monkeypatch):
@@ -288,15 +358,13 @@ def test_unreadable_csv_is_one_line(tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(pd, "read_csv", denied)
-    one_error_line(*run(tmp_path / "r", *TINY, "data=csv", f"data.path={path}"), "cannot read it: Permission denied")
+    assert "cannot read it: Permission denied" in _csv_line(path)
 
 
 def test_many_to_one_column_maps_are_refused(tmp_path):
     path = _csv(tmp_path, "x,qd0,qdd0\n" + GOOD_ROWS)
-    one_error_line(*run(tmp_path / "r", *TINY, "data=csv", f"data.path={path}", "data.columns={q0: x, qd0: x}"),
-                   "data.columns: maps q0 and qd0 to the same column 'x'")
-    one_error_line(*run(tmp_path / "r", *TINY, "data=csv", f"data.path={path}", "data.columns={q0: qd0}"),
-                   "data.columns: q0 and qd0 would both read")
+    assert "data.columns: maps q0 and qd0 to the same column 'x'" in _csv_line(path, {"q0": "x", "qd0": "x"})
+    assert "data.columns: q0 and qd0 would both read" in _csv_line(path, {"q0": "qd0"})
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -305,14 +373,26 @@ def test_many_to_one_column_maps_are_refused(tmp_path):
      "division by zero"),
     (("system=custom", "system.lagrangian='0.5*m*qd0**2 - k*q0**2*sqrt(q0)'", "system.params={m: 1.0, k: 2.0}"),
      "not finite at"),
-    (("device=cudax",), "device: must be 'cpu' or 'cuda[:N]'"),
-    (("init.box_width=1e308",), "init.box_width"),
     (("system=custom", "system.lagrangian='0.5*m*qd0**2 - k*q0**2 # spring'", "system.params={m: 1.0, k: 2.0}"),
      "'#' at column"),
     (("system=custom", "system.lagrangian='1if 1 else 0'", "system.params={m: 1.0}"), "IfExp"),
 ])
 def test_bad_values_are_named_where_they_arose(tmp_path, overrides, expected):
     line = one_error_line(*run(tmp_path / "r", *TINY, *overrides), expected)
+    assert "declares linear_in_params" not in line
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("device", "cudax", "device: must be 'cpu' or 'cuda[:N]'"),
+    ("init.box_width", 1e308, "init.box_width"),
+])
+def test_bad_config_values_are_named_before_any_work(composed, key, value, expected):
+    """Values the job's checks refuse, told where a job tells them (full runs of that kind:
+    above and in the oversized-run tests)."""
+    cfg = composed(*TINY)
+    OmegaConf.update(cfg, key, value)
+    line = _job_checks(cfg)
+    assert "\n" not in line and expected in line, line
     assert "declares linear_in_params" not in line
 
 
@@ -331,10 +411,17 @@ def test_a_finished_job_leaves_no_log_file_open(tmp_path):
 
 
 def test_no_python_warning_is_printed_for_odd_literals():
-    code = ("from lagfit_cli.core.expressions import compile_lagrangian\n"
-            "try:\n compile_lagrangian('1if 1 else 0', ('k',))\nexcept Exception as e: print(e)")
-    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True)
-    assert proc.stderr == "" and "IfExp" in proc.stdout
+    """Python's own SyntaxWarning for `1if` (shown by -W default) is neither printed nor raised."""
+    import warnings
+
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")  # every warning, each time (stricter than -W default)
+        with pytest.raises(LagfitError, match="IfExp"):
+            compile_lagrangian("1if 1 else 0", ("k",))
+    assert not caught, [str(w.message) for w in caught]
+    assert err.getvalue() == "" and out.getvalue() == ""
 
 
 def test_long_flat_sums_compile():
@@ -371,11 +458,24 @@ def sweep_dir(finished_sweep, tmp_path):
     return Path(shutil.copytree(finished_sweep, tmp_path / "sw"))
 
 
-def test_summarize_survives_malformed_job_folders(sweep_dir):
+@pytest.fixture(scope="module")
+def summarized_damaged_sweep(finished_sweep, tmp_path_factory):
+    """`lagfit summarize` of a copy of the finished sweep with every job but the last
+    malformed, and formulas among the overrides of the last (the one that stays ok)."""
+    import shutil
+
+    sweep_dir = Path(shutil.copytree(finished_sweep, tmp_path_factory.mktemp("damaged") / "sw"))
     (sweep_dir / "0" / "metrics.json").write_text("[1, 2]")
     (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- !!python/object/apply:os.system ['echo hi']\n")
     (sweep_dir / "2" / "error.txt").write_bytes(b"\xff\xfe bad\n")
+    overrides = sweep_dir / "3" / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(['+note==HYPERLINK("http://x")', "+cmd=@SUM(A1)", "+neg=-3"]))
     code, err = lagfit("summarize", str(sweep_dir))
+    return sweep_dir, code, err
+
+
+def test_summarize_survives_malformed_job_folders(summarized_damaged_sweep):
+    sweep_dir, code, err = summarized_damaged_sweep
     assert code == 1 and "Traceback" not in err, err
     table = pd.read_csv(sweep_dir / "summary.csv")
     assert list(table["status"]) == ["failed", "failed", "failed", "ok"]
@@ -396,12 +496,12 @@ def test_summarize_lists_jobs_that_never_started(sweep_dir):
     assert code == 1 and "2 not started" in err
 
 
-def test_summary_csv_escapes_formulas(sweep_dir):
-    overrides = sweep_dir / "0" / ".hydra" / "overrides.yaml"
-    overrides.write_text(yaml.safe_dump(['+note==HYPERLINK("http://x")', "+cmd=@SUM(A1)", "+neg=-3"]))
-    code, err = lagfit("summarize", str(sweep_dir))
-    assert code == 0, err
+def test_summary_csv_escapes_formulas(summarized_damaged_sweep):
+    sweep_dir, code, err = summarized_damaged_sweep
+    assert "Traceback" not in err, err
     table = pd.read_csv(sweep_dir / "summary.csv", dtype=str, keep_default_na=False)
-    assert table["note"][0] == "'=HYPERLINK(\"http://x\")" and table["cmd"][0] == "'@SUM(A1)"
-    assert table["neg"][0] == "-3"  # a number stays a number
+    # the job with formulas in its overrides is summarized as any good job: ok, no error
+    assert table["status"][3] == "ok" and table["error"][3] == ""
+    assert table["note"][3] == "'=HYPERLINK(\"http://x\")" and table["cmd"][3] == "'@SUM(A1)"
+    assert table["neg"][3] == "-3"  # a number stays a number
     assert not any(str(v).startswith(("=", "@", "+")) for v in table.to_numpy().ravel())
