@@ -165,13 +165,30 @@ def test_time_is_reserved_and_unused_parameters_are_named():
 
 
 def test_cli_bad_dissipation_and_force(lagfit):
+    """Through the command line once (exit 2, one error line); the bad force keys in process,
+    on one composed config (the checks behind the same one-line errors)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from lagfit_cli.app.config import ConfigError, config_message, validate
+    from lagfit_cli.app.tasks import TASKS
+
     line = one_error_line(lagfit("system=custom", 'system.lagrangian="0.5*m*qd**2 - 0.5*k*q**2"',
                                  "system.params={m: 1.0, k: 2.0, c: 0.1}", 'system.dissipation="0.5*c*w**2"'))
     assert line.startswith("lagfit: error: system.dissipation: unknown name 'w'")
-    line = one_error_line(lagfit("system=damped_oscillator", "data.force=[1,-1]"))
-    assert "data.force" in line
-    line = one_error_line(lagfit("system=cart_pole", "data.force_coords=[2]"))
-    assert "data.force_coords: coordinate 2 does not exist" in line
+    base = compose("system=cart_pole")
+    for key, value, message in (
+        ("data.force", [1, -1], "data.force: must be null (no applied force) or finite [low, high] with low <= high"),
+        ("data.force_coords", [2], "data.force_coords: coordinate 2 does not exist"),
+    ):
+        cfg = copy.deepcopy(base)
+        OmegaConf.update(cfg, key, value, merge=False)
+        with pytest.raises((ConfigError, LagfitError)) as info:
+            validate(cfg)
+            TASKS[cfg.task.name](cfg)
+        assert config_message(info.value).startswith(message), config_message(info.value)
 
 
 def test_cli_custom_dissipation_with_time(lagfit):

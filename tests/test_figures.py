@@ -4,8 +4,10 @@ figures/README.md names each figure with the table it is drawn from.
 
 The check hooks ``io.style.save`` (the one way a figure is written), so every figure of
 every run below is checked as it is saved: the seed report at tiny sizes, a custom fit with
-unknown truths on a CSV file, a small sweep, a simulated time series and its fit with the
-rollout check (tests/test_eiv.py checks the noise study's estimator figure the same way).
+unknown truths on a CSV file, the summary of a two-job sweep. The figures that only other tests' runs draw are
+checked where they are drawn, the same way, so that no figure is drawn twice:
+tests/test_simulate.py checks task=simulate's q(t) (fig_trajectories) and the rollout
+check's figure (fig_rollout), tests/test_eiv.py the noise study's estimator figure.
 Both styles (paper, slides) are
 covered. Rendering costs about 0.5 s of CPU per figure (matplotlib's text layout), so the
 runs are few: the seed report on the anharmonic oscillator's m × α plane (3 parameters,
@@ -15,7 +17,7 @@ double pendulum's checks too.
 
 from pathlib import Path
 
-from conftest import assert_inside, call_cli, metrics
+from conftest import assert_inside, metrics
 from lagfit_cli.io import style
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -87,10 +89,18 @@ def test_custom_fit_on_measured_data_in_the_slides_style(lagfit, checked):
     assert "m: not identifiable" in proc.stderr + proc.stdout
 
 
-def test_sweep_summary_fits_its_canvas(tmp_path, checked):
-    proc = call_cli(["run", "-m", "data.n=6", "init.n_starts=2", "optim.iters=15", "report.figures=false",
-                     "uncertainty=none", "noise.sigma=0,0.1", "hydra.sweep.dir=sw"], tmp_path)
+def test_sweep_summary_fits_its_canvas(lagfit, checked):
+    """The summary a sweep writes at its end (``sweeps.write_or_explain``), drawn by ``lagfit
+    summarize`` over the job folders of two runs that differ in noise.sigma: the figure of
+    ``run -m ... noise.sigma=0,0.1`` without Hydra composing each job's config twice more."""
+    sweep_dir = lagfit.tmp_path / "sw"
+    for job, sigma in enumerate(("0", "0.1")):
+        proc = lagfit("data.n=6", "init.n_starts=2", "optim.iters=15", "uncertainty=none", f"noise.sigma={sigma}",
+                      run_dir=sweep_dir / str(job))
+        assert proc.returncode == 0, proc.stderr
+    proc = lagfit.cli("summarize", str(sweep_dir))
     assert proc.returncode == 0, proc.stderr
+    assert (sweep_dir / "summary.csv").is_file()
     assert_inside(checked, {"summary.png"})
 
 
@@ -109,16 +119,3 @@ def test_benchmark_figure_fits_its_canvas():
     finally:
         plt.close(fig)
 
-
-def test_trajectory_figures_fit_their_canvas(lagfit, checked):
-    """task=simulate's q(t), and a fit of that time series with its rollout check."""
-    sim = lagfit("task=simulate", "system=harmonic", "task.n_runs=2", "task.duration=3", "task.dt=0.02",
-                 "report.dpi=30", figures=True)
-    assert sim.returncode == 0, sim.stderr
-    proc = lagfit("system=harmonic", "data=trajectory", f"data.path={sim.run_dir / 'trajectory.csv'}",
-                  "init.n_starts=2", "task.resolution=8", "report.dpi=30", "uncertainty.profiles=false",
-                  figures=True)
-    assert proc.returncode == 0, proc.stderr
-    names = {"fig_trajectories", "fig_rollout", "fig1_qdd", "fit_convergence"}
-    assert_inside(checked, {f"{n}.png" for n in names})
-    assert_index(proc.run_dir, names - {"fig_trajectories"})

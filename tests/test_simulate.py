@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import lagfit_cli as lf
-from conftest import compose, metrics
-from sympy_eom import sympy_qdd
+from conftest import assert_inside, compose, metrics
+from test_figures import assert_index
+from trajectory_data import simulate as scipy_simulate
 
 DOUBLE_PENDULUM_L = (
     "0.5*(m1+m2)*l1**2*qd0**2 + 0.5*m2*l2**2*qd1**2 + m2*l1*l2*qd0*qd1*cos(q0-q1)"
@@ -60,17 +61,11 @@ def test_applied_forces_match_the_closed_form(lagfit):
 def test_double_pendulum_matches_scipy_on_sympy_equations():
     """lagfit's own autodiff q̈ (custom expression, solver=autograd) and the built-in closed
     form, both integrated by lagfit, against DOP853 at rtol 1e-12 on sympy's q̈."""
-    from scipy.integrate import solve_ivp
-
-    qdd = sympy_qdd(DOUBLE_PENDULUM_L, list(DP), 2)
-    theta = list(DP.values())
     start = np.array([0.8, -0.5, 0.3, 1.0])
-
-    def rhs(t, y):
-        return np.concatenate([y[2:], qdd(y[None, :2], y[None, 2:], theta)[0]])
-
     t = np.arange(0, 51) * 0.01
-    ref = solve_ivp(rhs, (0, 0.5), start, method="DOP853", t_eval=t, rtol=1e-12, atol=1e-12).y.T
+    # tests/trajectory_data.py: DOP853 at rtol = atol = 1e-12 on sympy's q̈ (its sympy
+    # derivation is cached per process, shared with the dp_trajectories recordings)
+    ref = np.concatenate(scipy_simulate(DOUBLE_PENDULUM_L, list(DP), list(DP.values()), 2, start, t), axis=1)
     built_in = lf.simulate("double_pendulum", DP, [start], duration=0.5, dt=0.01).runs[0]
     custom = lf.simulate(DOUBLE_PENDULUM_L, DP, [start], duration=0.5, dt=0.01, solver="autograd").runs[0]
     for run in (built_in, custom):
@@ -80,7 +75,7 @@ def test_double_pendulum_matches_scipy_on_sympy_equations():
 
 def test_energy_is_conserved_for_the_double_pendulum():
     runs = lf.simulate("double_pendulum", DP, n_runs=3, q_bounds=(-1.5, 1.5), qd_bounds=(-2, 2),
-                       duration=2.0, dt=0.01, seed=3)
+                       duration=1.0, dt=0.01, seed=3)
     m1, m2, l1, l2, g = DP.values()
     for run in runs.runs:
         (a, b), (w1, w2) = run.q.T, run.qd.T
@@ -97,9 +92,11 @@ def test_energy_is_conserved_for_the_double_pendulum():
     assert all(np.abs(r.q[0]).max() <= 1.5 and np.abs(r.qd[0]).max() <= 2 for r in runs.runs)
 
 
-def test_task_simulate_writes_the_trajectory_csv(lagfit):
+def test_task_simulate_writes_the_trajectory_csv(lagfit, checked):
+    """The table, the metrics and q(t) (fig_trajectories: the one run in the tests that draws
+    it, so its text is checked here as tests/test_figures.py checks the others')."""
     result = lagfit("task=simulate", "system=harmonic", "task.initial_states=[[1.0,0.5],[0.2,-1.0]]",
-                    "task.duration=2", "task.dt=0.1", "report.figures=true")
+                    "task.duration=2", "task.dt=0.1", "report.figures=true", "report.dpi=30")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(result.run_dir / "trajectory.csv")
     assert list(table.columns) == ["t", "run", "q0", "qd0"]
@@ -110,6 +107,8 @@ def test_task_simulate_writes_the_trajectory_csv(lagfit):
     m = metrics(result.run_dir)
     assert m["task"] == "simulate" and m["n_runs"] == 2 and m["energy_relative_drift"] < 1e-8
     assert (result.run_dir / "figures" / "fig_trajectories.png").is_file()
+    assert_inside(checked, {"fig_trajectories.png"})  # no text outside the canvas
+    assert_index(result.run_dir, {"fig_trajectories"})
     assert "simulate harmonic: 2 run(s)" in result.stderr
 
     # positions only: the file has no velocity columns
@@ -135,40 +134,49 @@ def test_measurement_noise_has_the_size_asked_for():
     assert np.array_equal(again.runs[0].q, noisy.runs[0].q)  # seeded
 
 
-@pytest.mark.parametrize(
-    "override, key",
-    [
-        ("task.duration=-1", "task.duration"),
-        ("task.dt=5", "task.dt"),
-        ("task.method=Euler", "task.method"),
-    ],
-)
-def test_bad_simulate_keys_are_one_line(lagfit, override, key):
-    result = lagfit("task=simulate", "system=harmonic", "task.duration=1", override)
+def test_a_bad_simulate_key_is_one_line(lagfit):
+    """Through the command line (in-process), once: exit 2, one error line naming the key, no
+    traceback, no trajectory; the other bad keys are checked in process below."""
+    result = lagfit("task=simulate", "system=harmonic", "task.duration=1", "task.dt=5")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and key in errors[0], result.stderr
+    assert len(errors) == 1 and "task.dt" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (result.run_dir / "trajectory.csv").exists()
 
 
+@pytest.fixture(scope="module")
+def simulate_cfg():
+    """The config of ``lagfit run task=simulate system=harmonic task.duration=1``, composed
+    once: each case below sets its bad values on a copy."""
+    return compose("task=simulate", "system=harmonic", "task.duration=1")
+
+
 @pytest.mark.parametrize(
-    "overrides, message",
+    "values, message",
     [
-        (["task.initial_states=[[1.0,2.0,3.0]]"], "task.initial_states: each state is 2 numbers (q0, qd0)"),
-        (["task.initial_states=[[1.0,0.0]]", "system.params.k=null"], "system.params.k: a simulation needs a number"),
-        (["rollout.horizon=0"], "rollout.horizon: must be a finite number > 0"),
-        (["task.noise_q=-1"], "task.noise_q: must be a finite number >= 0"),
-        (["task.q_bounds=[1,0]"], "task.q_bounds: low must be below high"),
+        ({"task.duration": -1}, "task.duration: must be a finite number > 0"),
+        ({"task.method": "Euler"}, "task.method: must be one of DOP853, RK23, RK45"),
+        ({"task.initial_states": [[1.0, 2.0, 3.0]]}, "task.initial_states: each state is 2 numbers (q0, qd0)"),
+        ({"task.initial_states": [[1.0, 0.0]], "system.params.k": None}, "system.params.k: a simulation needs a number"),
+        ({"rollout.horizon": 0}, "rollout.horizon: must be a finite number > 0"),
+        ({"task.noise_q": -1}, "task.noise_q: must be a finite number >= 0"),
+        ({"task.q_bounds": [1, 0]}, "task.q_bounds: low must be below high"),
     ],
 )
-def test_more_bad_keys_name_their_key(overrides, message):
+def test_more_bad_keys_name_their_key(simulate_cfg, values, message):
     """In-process (no run folder): the checks behind the same one-line errors."""
+    import copy
+
+    from omegaconf import OmegaConf
+
     from lagfit_cli.app.config import ConfigError, config_message, validate
     from lagfit_cli.app.tasks import TASKS
     from lagfit_cli.errors import LagfitError
 
-    cfg = compose("task=simulate", "system=harmonic", "task.duration=1", *overrides)
+    cfg = copy.deepcopy(simulate_cfg)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
     with pytest.raises((ConfigError, LagfitError)) as info:
         validate(cfg)
         TASKS["simulate"](cfg)
@@ -224,8 +232,10 @@ def test_rollout_on_exact_data_and_on_a_wrong_theta():
     assert fitted.rms < 1e-8 and fitted.metrics()["all_within_horizon"]
 
 
-def test_the_fit_task_adds_the_rollout(tmp_path):
-    """The hook task=fit runs on trajectory data: table, metrics block, summary, figure."""
+def test_the_fit_task_adds_the_rollout(tmp_path, checked):
+    """The hook task=fit runs on trajectory data: table, metrics block, summary, figure
+    (fig_rollout: the one place the tests draw it, so its text is checked here as
+    tests/test_figures.py checks the others')."""
     from lagfit_cli.app.tasks.simulate import fit_rollout
     from lagfit_cli.io.report import Report
 
@@ -244,6 +254,8 @@ def test_the_fit_task_adds_the_rollout(tmp_path):
     assert out.summary[0].startswith("rollout over 2.5 s")
     written = out.write(tmp_path)
     assert (tmp_path / "rollout.csv").is_file() and any(p.name == "fig_rollout.png" for p in written)
+    assert_inside(checked, {"fig_rollout.png"})  # no text outside the canvas
+    assert_index(tmp_path, {"fig_rollout"})
     # no q̇ for the first states: the check is skipped, loudly
     from dataclasses import replace
 

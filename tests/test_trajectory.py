@@ -85,8 +85,9 @@ def test_malformed_files_fail_in_the_reader(tmp_path):
         assert expected in message, (case, message)
 
 
-#: the same errors through the command line (the reader's errors all take this path)
-CLI_CASES = ("back", "nan_gap", "few_samples", "partial_forces")
+#: the same errors through the command line (the reader's errors all take this path): a row
+#: error, and the two whose limits come from the config (derivatives=, the system's D)
+CLI_CASES = ("nan_gap", "few_samples", "partial_forces")
 
 
 def test_malformed_files_fail_in_one_line(lagfit, tmp_path):
@@ -106,13 +107,28 @@ def test_malformed_files_fail_in_one_line(lagfit, tmp_path):
 
 
 def test_missing_files_and_bad_keys(lagfit, tmp_path):
+    """A missing file through the command line (exit 2); the bad keys in process, on one
+    composed config (the checks behind the same one-line errors)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from lagfit_cli.app.config import ConfigError, config_message, validate
+    from lagfit_cli.app.tasks import TASKS
+
     result = lagfit("data=trajectory", f"data.path={tmp_path}/nothing*.csv")
     assert result.returncode == 2 and "no file matches this pattern" in result.stderr
     path = write(tmp_path / "ok.csv", "t,q0\n" + "".join(f"{i / 10},{i}\n" for i in range(30)))
-    result = lagfit("data=trajectory", f"data.path={path}", "data.unwrap=[q3]")
-    assert result.returncode == 2 and "data.unwrap: 'q3' is not a coordinate" in result.stderr
-    result = lagfit("data=trajectory", f"data.path={path}", "data.trim=[-1,0]")
-    assert result.returncode == 2 and "data.trim: must be [start, end]" in result.stderr
+    base = compose("data=trajectory", f"data.path={path}")
+    for key, value, message in (("data.unwrap", ["q3"], "data.unwrap: 'q3' is not a coordinate"),
+                                ("data.trim", [-1, 0], "data.trim: must be [start, end]")):
+        cfg = copy.deepcopy(base)
+        OmegaConf.update(cfg, key, value, merge=False)
+        with pytest.raises((ConfigError, LagfitError)) as info:
+            validate(cfg)
+            TASKS[cfg.task.name](cfg)
+        assert message in config_message(info.value), config_message(info.value)
 
 
 def test_a_recording_of_t_and_theta_fits_end_to_end(lagfit, tmp_path):
@@ -133,6 +149,8 @@ def test_a_recording_of_t_and_theta_fits_end_to_end(lagfit, tmp_path):
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["derivatives"] == "spline" and metrics["data"] == "trajectory" and metrics["n_runs"] == 1
     assert metrics["ratios"]["k/m"]["estimate"] == pytest.approx(2.0, rel=1e-7)
+    # task=fit adds the rollout check on a time series (its figure: tests/test_simulate.py)
+    assert metrics["rollout"]["n_runs"] == 1 and (result.run_dir / "rollout.csv").is_file()
 
 
 def test_a_wrapped_angle_left_wrapped_is_not_a_trusted_fit(lagfit):
@@ -145,7 +163,8 @@ def test_a_wrapped_angle_left_wrapped_is_not_a_trusted_fit(lagfit):
     example = Path(__file__).resolve().parent.parent / "examples" / "pendulum_runs.csv"
     command = ("system=custom", 'system.lagrangian="0.5*m*l**2*qd**2 + m*g*l*cos(q)"',
                "system.params={m: null, l: null, g: null}", "data=trajectory", f"data.path={example}",
-               "data.columns={q0: theta}", "init.n_starts=2", "uncertainty=none", "uncertainty.profiles=false")
+               "data.columns={q0: theta}", "init.n_starts=2", "uncertainty=none", "uncertainty.profiles=false",
+               "rollout.enabled=false")  # the reader and the fit are the point (rollout: test_simulate)
     wrapped = lagfit(*command)
     assert wrapped.returncode == 3, wrapped.stderr
     assert "a wrapped angle? data.unwrap=[q0]" in wrapped.stderr

@@ -140,8 +140,8 @@ def test_double_pendulum_from_positions_with_the_weak_form(lagfit, tmp_path, dp_
     params = "{" + ", ".join(f"{n}: {v}" for n, v in zip(DP_PARAMS, DP_TRUTH)) + "}"
     result = lagfit(
         "system=double_pendulum", f"system.params={params}", "data=trajectory", f"data.path={path}",
-        "derivatives=weak", "init.n_starts=4", "uncertainty=none", "uncertainty.profiles=false",
-        "report.figures=false",
+        "derivatives=weak", "init.n_starts=2", "uncertainty=none", "uncertainty.profiles=false",
+        "report.figures=false", "rollout.enabled=false",  # the fit is the point (rollout: test_simulate)
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
