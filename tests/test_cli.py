@@ -9,6 +9,7 @@ code 2, one line, no run folder), and the other values are put through the same 
 
 import copy
 import functools
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -38,8 +39,11 @@ def job_line(*overrides: str) -> str:
     from lagfit_cli.app.config import ConfigError, config_message, validate_names, validate_static
     from lagfit_cli.errors import LagfitError
 
+    import lagfit_cli.conf
+
+    groups = {p.name for p in Path(lagfit_cli.conf.__file__).parent.iterdir() if p.is_dir()}
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    choices = tuple(o.input_line for o in parsed if "." not in o.key_or_group and not o.is_add())
+    choices = tuple(o.input_line for o in parsed if o.key_or_group in groups and not o.is_add())
     cfg = copy.deepcopy(_composed(*choices))
     ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in choices], cfg)
     try:
