@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import compose, metrics
+from conftest import compose, metrics, process_state_restored
 
 
 # --------------------------------------------------------------------------- helpers
@@ -47,15 +47,16 @@ def job_line(*overrides: str) -> str:
     cfg = copy.deepcopy(_composed(*choices))
     ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in choices], cfg)
     try:
-        validate_static(cfg)
-        limits.check(cfg)
-        validate_names(cfg)
-        from lagfit_cli.app.tasks.common import prepare_problem
-        from lagfit_cli.app.tasks.landscape import landscape_indices
+        with process_state_restored():
+            validate_static(cfg)
+            limits.check(cfg)
+            validate_names(cfg)
+            from lagfit_cli.app.tasks.common import prepare_problem
+            from lagfit_cli.app.tasks.landscape import landscape_indices
 
-        problem = prepare_problem(cfg)
-        if problem.system.n_params >= 2:
-            landscape_indices(cfg, problem)
+            problem = prepare_problem(cfg)
+            if problem.system.n_params >= 2:
+                landscape_indices(cfg, problem)
     except ConfigError as err:
         return f"lagfit: error: {err}"
     except LagfitError as err:

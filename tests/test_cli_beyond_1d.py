@@ -80,7 +80,7 @@ def test_a_d2_grid_draws_q_dd_over_q0_q1():
 
 
 def test_fit_paths_pair_picks_any_pair_and_rejects_a_bad_one():
-    report = run_task("system=pendulum", "task.x=m", "task.y=l", "optim.iters=20", "task.resolution=8")
+    report = run_task("system=pendulum", "task.x=m", "task.y=l", "optim.iters=20", "task.resolution=8", "uncertainty=none")
     ax = report.figures["fig3_fit_paths"].axes[0]
     assert "m" in ax.get_xlabel() and "l" in ax.get_ylabel() and "g" not in ax.get_xlabel() + ax.get_ylabel()
     assert "task.y: must differ from task.x" in job_line("system=pendulum", "task.x=m", "task.y=m")
