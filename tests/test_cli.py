@@ -1,25 +1,95 @@
 """`lagfit run ...` as a user runs it, into tmp_path: files, numbers, exit codes, messages.
 
 Most cases run the command in-process (the ``lagfit`` fixture); the few marked as contracts
-run it as a child process, as a user's shell does.
+run it as a child process, as a user's shell does. Bad values that Hydra accepts are told by
+lagfit's own checks: one full run per kind of check shows the whole command's answer (exit
+code 2, one line, no run folder), and the other values are put through the same checks
+(:func:`job_line`) without starting a run.
 """
+
+import copy
+import functools
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import metrics
+from conftest import compose, metrics, process_state_restored
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(*choices: str):
+    """The composed config of ``lagfit run CHOICES`` (group choices), composed once."""
+    return compose(*choices)
+
+
+def job_line(*overrides: str) -> str:
+    """The error a job of ``lagfit run OVERRIDES`` is refused with ('' if none), found without
+    running it: Hydra's override parser sets the values on the composed config of the group
+    choices, then come the checks of app/hydra_app._run_job in its order (validate_static,
+    limits.check, validate_names) and the task's set-up before any fit (the data and
+    system of prepare_problem, the landscape pair), each error told as run_job tells it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lagfit_cli.app import limits
+    from lagfit_cli.app.config import ConfigError, config_message, validate_names, validate_static
+    from lagfit_cli.errors import LagfitError
+
+    import lagfit_cli.conf
+
+    groups = {p.name for p in Path(lagfit_cli.conf.__file__).parent.iterdir() if p.is_dir()}
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    choices = tuple(o.input_line for o in parsed if o.key_or_group in groups and not o.is_add())
+    cfg = copy.deepcopy(_composed(*choices))
+    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in choices], cfg)
+    try:
+        with process_state_restored():
+            validate_static(cfg)
+            limits.check(cfg)
+            validate_names(cfg)
+            from lagfit_cli.app.tasks.common import prepare_problem
+            from lagfit_cli.app.tasks.landscape import landscape_indices
+
+            problem = prepare_problem(cfg)
+            if problem.system.n_params >= 2:
+                landscape_indices(cfg, problem)
+    except ConfigError as err:
+        return f"lagfit: error: {err}"
+    except LagfitError as err:
+        return f"lagfit: error: {config_message(err)}"
+    return ""
+
+
+def one_error_line(proc) -> str:
+    """The run failed on bad input: exit 2, exactly one error line, no traceback, no results
+    and nothing of Hydra's left in the run folder."""
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not proc.run_dir.exists() or not (proc.run_dir / "metrics.json").exists()
+    assert not (proc.run_dir / ".hydra").exists()
+    return errors[0]
+
+
+# --------------------------------------------------------------------------- runs
 
 
 def test_harmonic_recovers_k_over_m(lagfit):
-    proc = lagfit("system=harmonic", figures=True)
+    # the default fit (50 × 50 grid, 17 starts), without figures: the figures of a fit are
+    # written and checked in tests/test_figures.py (PNG, the default format) and by the
+    # D = 2 run of tests/test_cli_beyond_1d.py (PDF)
+    proc = lagfit("system=harmonic")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert m["status"] == "ok"
     assert m["ratios"]["k/m"]["true"] == 2.0
     assert m["ratios"]["k/m"]["rel_error"] < 1e-6
     assert "name: harmonic" in (proc.run_dir / ".hydra/config.yaml").read_text()  # the exact config
-    for name in ("fig1_qdd", "fig3_fit_paths", "fit_convergence"):
-        assert (proc.run_dir / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
     results = pd.read_csv(proc.run_dir / "fit_results.csv")
     # 16 random starts and the exact one solved from the equation-error system
     assert len(results) == m["n_starts"] == 17 and list(results["kind"]).count("exact") == 1
@@ -50,10 +120,8 @@ def test_noisy_fit_finishes_and_is_reproducible(lagfit):
     assert (other_seed.run_dir / "fit_results.csv").read_bytes() != (first.run_dir / "fit_results.csv").read_bytes()
 
 
-def test_smoke_experiment_passes_and_fails_loudly(lagfit):
-    ok = lagfit("experiment=smoke")
-    assert ok.returncode == 0, ok.stderr
-    assert metrics(ok.run_dir)["status"] == "ok"
+def test_smoke_experiment_fails_loudly(lagfit):
+    # (that it passes is checked on the child process's smoke run, in the contract below)
     missed = lagfit("experiment=smoke", "optim=gd", "init=box", "optim.iters=3")
     assert missed.returncode == 3
     assert "check failed" in missed.stderr
@@ -62,56 +130,68 @@ def test_smoke_experiment_passes_and_fails_loudly(lagfit):
     assert error_txt[0].startswith("check failed") and error_txt[1] == "exit code 3"
 
 
-@pytest.mark.parametrize(
-    "override, expected",
-    [
-        ("noise.sigma=-0.1", "noise.sigma"),
-        ("data.n=1", "data.n"),
-        ("data.q_bounds=[1.0,-1.0]", "data.q_bounds"),
-        ("data.qd_bounds=[0.5,0.5]", "data.qd_bounds"),
-        ("data.q_bounds=[]", "data.q_bounds"),
-        ("optim.iters=0", "optim.iters"),
-        ("optim.lr=-1", "optim.lr"),
-        ("init.n_starts=0", "init.n_starts"),
-        ("system=pendulum_typo", "system/pendulum_typo"),
-        ("solver=nope", "solver/nope"),
-        ("noise.sigma=abc", "noise.sigma"),
-        ("data.n=ten", "data.n"),
-        ("optim.iters=1.5", "optim.iters"),
-        ("nosuchkey=1", "nosuchkey"),
-        ("+nosuchkey=1", "nosuchkey: not a config key"),
-        ("+task.nosuchkey=1", "task.nosuchkey: not a config key of task=fit"),
-        ("+system.nosuchkey=1", "system.nosuchkey: not a config key"),
-        ("task.sigmas=[1]", "task.sigmas"),
-        ("task.resolution=1", "task.resolution"),
-        ("task.x=m task.y=m", "task.y: must differ from task.x"),
-        ("noise.apply_to=everything", "noise.apply_to"),
-        ("system.params.m=0", "mass matrix"),
-        ("system=anharmonic system.params.alpha=1.0", "mass matrix"),
-        ("system.gauge=z", "system.gauge"),
-        ("device=cuda:7", "device"),
-        ("dtype=float16", "dtype"),
-    ],
-)
+# --------------------------------------------------------------------------- bad input
+
+#: values Hydra itself refuses (no such option, a value of the wrong type, no such key),
+#: and one of each kind of lagfit's checks (a key added with +, a name the core does not
+#: know, a mass matrix that vanishes at the truth): each a whole run in-process
+REFUSED_RUNS = [
+    ("system=pendulum_typo", "system/pendulum_typo"),
+    ("solver=nope", "solver/nope"),
+    ("noise.sigma=abc", "noise.sigma"),
+    ("data.n=ten", "data.n"),
+    ("optim.iters=1.5", "optim.iters"),
+    ("nosuchkey=1", "nosuchkey"),
+    ("task.sigmas=[1]", "task.sigmas"),
+    ("+task.nosuchkey=1", "task.nosuchkey: not a config key of task=fit"),
+    ("noise.apply_to=everything", "noise.apply_to"),
+    ("system.params.m=0", "mass matrix"),
+]
+
+#: lagfit's checks: the kinds of REFUSED_RUNS whose line job_line tells without a run
+CHECKED = {"+task.nosuchkey=1", "noise.apply_to=everything", "system.params.m=0"}
+
+#: more values refused by the same checks
+REFUSED_BY_CHECKS = [
+    ("noise.sigma=-0.1", "noise.sigma"),
+    ("data.n=1", "data.n"),
+    ("data.q_bounds=[1.0,-1.0]", "data.q_bounds"),
+    ("data.qd_bounds=[0.5,0.5]", "data.qd_bounds"),
+    ("data.q_bounds=[]", "data.q_bounds"),
+    ("optim.iters=0", "optim.iters"),
+    ("optim.lr=-1", "optim.lr"),
+    ("init.n_starts=0", "init.n_starts"),
+    ("+nosuchkey=1", "nosuchkey: not a config key"),
+    ("+system.nosuchkey=1", "system.nosuchkey: not a config key"),
+    ("task.resolution=1", "task.resolution"),
+    ("task.x=m task.y=m", "task.y: must differ from task.x"),
+    ("system=anharmonic system.params.alpha=1.0", "mass matrix"),
+    ("system.gauge=z", "system.gauge"),
+    ("device=cuda:7", "device"),
+    ("dtype=float16", "dtype"),
+]
+
+
+@pytest.mark.parametrize("override, expected", REFUSED_RUNS)
 def test_bad_input_is_one_clear_line_and_no_run_folder(lagfit, override, expected):
-    proc = lagfit(*override.split())
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert expected in errors[0]
-    assert "Traceback" not in proc.stderr
-    assert not proc.run_dir.exists() or not (proc.run_dir / "metrics.json").exists()
-    assert not (proc.run_dir / ".hydra").exists()
+    error = one_error_line(lagfit(*override.split()))
+    assert expected in error
+    if override in CHECKED:  # job_line tells what the command tells
+        assert job_line(*override.split()) == error
 
 
-def test_a_finished_run_folder_is_never_overwritten(lagfit):
-    first = lagfit("experiment=smoke")
-    assert first.returncode == 0
-    before = (first.run_dir / "fit_results.csv").read_bytes()
-    again = lagfit("experiment=smoke", "seed=5", run_dir=first.run_dir)
-    assert again.returncode == 2
-    assert "already holds a finished run" in again.stderr
-    assert (first.run_dir / "fit_results.csv").read_bytes() == before
+@pytest.mark.parametrize("override, expected", REFUSED_BY_CHECKS)
+def test_bad_value_is_refused_by_the_checks_before_any_work(override, expected):
+    error = job_line(*override.split())
+    assert error.startswith("lagfit: error:") and "\n" not in error
+    assert expected in error, error
+
+
+def test_the_checks_pass_good_input():
+    assert job_line("system=anharmonic", "noise.sigma=0.1", "system.params={m: 2.0, k: 4.0, alpha: 0.1}") == ""
+
+
+# --------------------------------------------------------------------------- contracts
 
 
 def test_contract_a_bad_value_in_a_child_process(lagfit_subprocess):
@@ -121,8 +201,9 @@ def test_contract_a_bad_value_in_a_child_process(lagfit_subprocess):
     assert proc.stderr == "lagfit: error: noise.sigma: must be a finite number >= 0, got -1.0\n"
 
 
-def test_contract_default_output_folder_is_timestamped_under_outputs(lagfit_subprocess, tmp_path):
-    """Contract: a plain run in a child process, into outputs/DATE/TIME/."""
+def test_contract_default_output_folder_is_timestamped_under_outputs(lagfit_subprocess, lagfit, tmp_path):
+    """Contract: a plain run in a child process (the smoke experiment, which passes its
+    check), into outputs/DATE/TIME/; a later run into that finished folder is refused."""
     proc = lagfit_subprocess("run", "experiment=smoke", "report.figures=false")
     assert proc.returncode == 0, proc.stderr
     assert f"results in {tmp_path / 'outputs'}" in proc.stderr
@@ -130,30 +211,39 @@ def test_contract_default_output_folder_is_timestamped_under_outputs(lagfit_subp
     assert len(runs) == 1
     date, time = runs[0].parent.parent.name, runs[0].parent.name
     assert len(date) == 10 and date[4] == "-" and time.count("-") == 3
+    assert metrics(runs[0].parent)["status"] == "ok"  # the smoke experiment passes
+
+    # a finished run folder is never overwritten
+    run_dir = runs[0].parent
+    before = (run_dir / "fit_results.csv").read_bytes()
+    again = lagfit("experiment=smoke", "seed=5", run_dir=run_dir)
+    assert again.returncode == 2
+    assert "already holds a finished run" in again.stderr
+    assert (run_dir / "fit_results.csv").read_bytes() == before
 
 
 def test_contract_usage_and_help(lagfit_subprocess):
-    """Contract: the usage and --help of the installed command."""
+    """Contract: the installed command starts and prints its usage for --help (what
+    `lagfit run --help` shows is checked in-process, in test_usage_help_and_cfg)."""
     proc = lagfit_subprocess("--help")
     assert proc.returncode == 0 and "usage: lagfit run" in proc.stdout
-    proc = lagfit_subprocess("run", "--help")
-    systems = (
-        "anharmonic, cart_pole, coupled_oscillators, custom, damped_oscillator, double_pendulum, "
-        "driven_duffing, duffing, harmonic, pendulum"
-    )
-    assert proc.returncode == 0 and f"system: {systems}" in proc.stdout
-    assert "Exit codes: 0 ok" in proc.stdout and "seed: 0" in proc.stdout
 
 
 def test_usage_help_and_cfg(lagfit, tmp_path):
     proc = lagfit.cli()
     assert proc.returncode == 0 and "usage: lagfit run" in proc.stdout
-    proc = lagfit.cli("run", "--help")
+    proc = lagfit.cli("run", "task=landscape", "--help")
+    assert proc.returncode == 0
     groups = [line.split(":")[0] for line in proc.stdout.split("Config groups")[1].split("Current config")[0].splitlines()[1:] if line]
     # only the groups a user chooses from (no internal ones)
     assert groups == ["data", "derivatives", "estimator", "experiment", "init", "noise", "optim", "solver", "system", "task", "uncertainty"]
-    proc = lagfit.cli("run", "task=landscape", "--help")  # the config shown is the one composed
-    assert proc.returncode == 0 and "x_range: null" in proc.stdout
+    systems = (
+        "anharmonic, cart_pole, coupled_oscillators, custom, damped_oscillator, double_pendulum, "
+        "driven_duffing, duffing, harmonic, pendulum"
+    )
+    assert f"system: {systems}" in proc.stdout
+    assert "Exit codes: 0 ok" in proc.stdout and "seed: 0" in proc.stdout
+    assert "x_range: null" in proc.stdout  # the config shown is the one composed (task=landscape)
     proc = lagfit.cli("run", "system=nope", "--help")
     assert proc.returncode == 2 and "system/nope" in proc.stderr
     proc = lagfit.cli("run", "system=anharmonic", "--cfg", "job")

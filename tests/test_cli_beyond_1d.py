@@ -1,6 +1,11 @@
 """Issue 5 through the CLI: multi-DOF systems, custom Lagrangians, data=uniform, the user's
-own CSV (known and unknown truths), bad input, singular mass matrices, hostile expressions."""
+own CSV (known and unknown truths), bad input, singular mass matrices, hostile expressions.
 
+Bad input: one whole run per kind of refusal shows the command's answer (exit 2, one line,
+no results); the other bad values go through the same checks without starting a run
+(test_cli.job_line: the job's checks and the task's set-up, as a run makes them)."""
+
+import io
 import math
 
 import numpy as np
@@ -10,6 +15,7 @@ import torch
 
 from conftest import metrics, run_task
 from lagfit_cli.core.systems import DUFFING, COUPLED_OSCILLATORS
+from test_cli import job_line
 
 
 def one_error_line(proc) -> str:
@@ -37,7 +43,7 @@ EXPECTED = {
 def test_every_new_system_fits_from_the_plain_command(lagfit, name):
     # the plain command (σ = 0, the system's own data/init/optim defaults); figures are
     # drawn for the D = 2 double pendulum (on a coarse landscape, as PDF) to check they work
-    extra = ["task.resolution=12", "report.format=pdf"] if name == "double_pendulum" else ["report.figures=false"]
+    extra = ["task.resolution=4", "report.dpi=20", "report.format=pdf"] if name == "double_pendulum" else ["report.figures=false"]
     proc = lagfit(f"system={name}", *extra, figures=name == "double_pendulum")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
@@ -59,24 +65,26 @@ def test_every_new_system_fits_from_the_plain_command(lagfit, name):
             assert (proc.run_dir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_a_d2_grid_draws_q_dd_over_q0_q1(lagfit):
-    proc = lagfit(
-        "system=coupled_oscillators", "data=grid", "data.n=4", "optim.iters=5",
-        "task.resolution=6", "report.dpi=40", figures=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert metrics(proc.run_dir)["n_points"] == 4**4
-    assert (proc.run_dir / "figures" / "fig1_qdd.png").is_file()
+def test_a_d2_grid_draws_q_dd_over_q0_q1():
+    # the task's own figure, drawn here (the double pendulum above writes a D = 2 run's files)
+    report = run_task("system=coupled_oscillators", "data=grid", "data.n=4", "optim.iters=5",
+                      "task.resolution=6", "uncertainty=none")
+    assert report.metrics["n_points"] == 4**4
+    fig = report.figures["fig1_qdd"]
+    assert "2-D slice of the state grid" in fig._suptitle.get_text()  # noqa: SLF001
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(panels) == 2 and all((ax.get_xlabel(), ax.get_ylabel()) == ("$q_0$", "$q_1$") for ax in panels)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=40)
+    assert png.getvalue().startswith(b"\x89PNG")
 
 
-def test_fit_paths_pair_picks_any_pair_and_rejects_a_bad_one(lagfit):
-    report = run_task("system=pendulum", "task.x=m", "task.y=l", "optim.iters=20", "task.resolution=8")
+def test_fit_paths_pair_picks_any_pair_and_rejects_a_bad_one():
+    report = run_task("system=pendulum", "task.x=m", "task.y=l", "optim.iters=20", "task.resolution=8", "uncertainty=none")
     ax = report.figures["fig3_fit_paths"].axes[0]
     assert "m" in ax.get_xlabel() and "l" in ax.get_ylabel() and "g" not in ax.get_xlabel() + ax.get_ylabel()
-    error = one_error_line(lagfit("system=pendulum", "task.x=m", "task.y=m"))
-    assert "task.y: must differ from task.x" in error
-    error = one_error_line(lagfit("system=pendulum", "task.x=z"))
-    assert "task.x: 'z' is not a parameter of 'pendulum'" in error
+    assert "task.y: must differ from task.x" in job_line("system=pendulum", "task.x=m", "task.y=m")
+    assert "task.x: 'z' is not a parameter of 'pendulum'" in job_line("system=pendulum", "task.x=z")
 
 
 # --------------------------------------------------------------------------- custom, uniform
@@ -104,11 +112,11 @@ def test_uniform_data_is_seeded(lagfit):
     assert tables[0] == tables[1] != tables[2]
 
 
-def test_a_coordinate_without_kinetic_term_is_reported(lagfit):
-    error = one_error_line(lagfit(
+def test_a_coordinate_without_kinetic_term_is_reported():
+    error = job_line(
         "system=custom", 'system.lagrangian="0.5*m*qd0**2 - 0.5*k*q0**2 - 0.5*k*q1**2"',
         "system.params={m: 1.0, k: 2.0}", "data=uniform", "data.n_points=40",
-    ))
+    )
     assert "mass matrix" in error and "singular" in error and "at 40 of 40 data points" in error
     assert "e.g. q=(" in error and "kinetic term" in error
 
@@ -128,10 +136,18 @@ def test_a_coordinate_without_kinetic_term_is_reported(lagfit):
         ("(" * 500 + "qd0" + ")" * 500, "nested"),
     ],
 )
-def test_hostile_expressions_are_refused_without_running(lagfit, expression, expected):
+def test_hostile_expressions_are_refused_without_running(tmp_path, monkeypatch, expression, expected):
+    monkeypatch.chdir(tmp_path)  # where a PWNED file would appear
+    error = job_line("system=custom", f'system.lagrangian="{expression}"', "system.params={m: 1.0}")
+    assert error.startswith("lagfit: error: system.lagrangian:") and expected in error, error
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_hostile_expression_run_is_one_line_and_runs_nothing(lagfit):
+    expression = "__import__('os').system('touch PWNED')"
     proc = lagfit("system=custom", f'system.lagrangian="{expression}"', "system.params={m: 1.0}")
     error = one_error_line(proc)
-    assert error.startswith("lagfit: error: system.lagrangian:") and expected in error, error
+    assert error.startswith("lagfit: error: system.lagrangian:") and "not allowed" in error, error
     assert not (lagfit.tmp_path / "PWNED").exists()
 
 
@@ -155,12 +171,13 @@ def test_csv_with_known_truths_fits_like_synthetic_data(lagfit):
     write_duffing_csv(path, position="q0")  # a column named 'position', mapped below
     # measured data: only values given on the command line are truths (not the YAML's)
     proc = lagfit("system=duffing", "data=csv", f"data.path={path}", "data.columns={q0: position}",
-                  "system.params={m: 1.0, k: 2.0, beta: 0.5}", figures=True)
+                  "system.params={m: 1.0, k: 2.0, beta: 0.5}")
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
     assert m["data"] == "csv" and m["n_points"] == 300 and m["truth_known"] is True
     assert m["max_ratio_rel_error"] < 1e-4
-    assert (proc.run_dir / "figures" / "fig1_qdd.png").is_file()  # fitted vs data scatter
+    # the figures of a fit on a CSV file (fitted vs data scatter, the paths about the best
+    # fit where the truth is unknown) are drawn and checked in tests/test_figures.py
 
 
 def test_csv_with_unknown_truths_reports_no_errors_against_made_up_values(lagfit):
@@ -169,7 +186,6 @@ def test_csv_with_unknown_truths_reports_no_errors_against_made_up_values(lagfit
     proc = lagfit(
         "system=duffing", "data=csv", f"data.path={path}",
         "system.params={m: null, k: null, beta: null}", "init=box", "init.center=1.0", "init.box_width=0.5",
-        "task.resolution=12", "report.dpi=60", figures=True,
     )
     assert proc.returncode == 0, proc.stderr
     m = metrics(proc.run_dir)
@@ -184,7 +200,6 @@ def test_csv_with_unknown_truths_reports_no_errors_against_made_up_values(lagfit
     random = results[results["kind"] == "random"]
     assert random[["m_init", "k_init", "beta_init"]].stack().between(0.5, 1.5).all()
     assert "k/m = " in proc.stderr and "true value unknown" in proc.stderr
-    assert (proc.run_dir / "figures" / "fig3_fit_paths.png").is_file()
 
 
 def test_csv_from_a_two_coordinate_system(lagfit):
@@ -199,7 +214,7 @@ def test_csv_from_a_two_coordinate_system(lagfit):
     assert proc.returncode == 0, proc.stderr
     assert metrics(proc.run_dir)["n_points"] == 60
     # the same file against a one-coordinate system
-    error = one_error_line(lagfit("system=duffing", "data=csv", f"data.path={path}"))
+    error = job_line("system=duffing", "data=csv", f"data.path={path}")
     assert str(path) in error and "2 coordinates" in error and "the system has 1" in error
 
 
@@ -224,12 +239,19 @@ GOOD_ROWS = "".join(f"{0.1 * i},{0.2},{-0.3}\n" for i in range(5))
         ("", ["not a readable CSV file"]),
     ],
 )
-def test_bad_csv_is_one_line_naming_file_column_and_row(lagfit, text, expected):
-    path = _csv(lagfit.tmp_path, text)
-    error = one_error_line(lagfit("system=duffing", "data=csv", f"data.path={path}"))
+def test_bad_csv_is_one_line_naming_file_column_and_row(tmp_path, text, expected):
+    path = _csv(tmp_path, text)
+    error = job_line("system=duffing", "data=csv", f"data.path={path}")
     assert error.startswith(f"lagfit: error: data.path: {path}:")
     for part in expected:
         assert part in error, error
+
+
+def test_a_run_on_a_bad_csv_is_one_line_and_no_results(lagfit):
+    path = _csv(lagfit.tmp_path, "q0,qd0,qdd0\n" + GOOD_ROWS + "0.1,abc,0.3\n")
+    error = one_error_line(lagfit("system=duffing", "data=csv", f"data.path={path}"))
+    assert error.startswith(f"lagfit: error: data.path: {path}:") and "row 6 (file line 7)" in error
+    assert job_line("system=duffing", "data=csv", f"data.path={path}") == error
 
 
 @pytest.mark.parametrize(
@@ -246,15 +268,19 @@ def test_bad_csv_is_one_line_naming_file_column_and_row(lagfit, text, expected):
         (["system.params.m=abc"], "system.params.m: must be a finite number or null"),
     ],
 )
-def test_bad_data_settings_are_one_clear_line(lagfit, overrides, expected):
-    assert expected in one_error_line(lagfit(*overrides))
+def test_bad_data_settings_are_one_clear_line(tmp_path, monkeypatch, overrides, expected):
+    # the job's checks and the data set-up (whole runs of both kinds: tests/test_cli.py and
+    # the bad CSV file above)
+    monkeypatch.chdir(tmp_path)  # a relative data.path is read from here, as in a run
+    error = job_line(*overrides)
+    assert error.startswith("lagfit: error:") and expected in error, error
 
 
-def test_unknown_truths_check_the_mass_matrix_at_the_starting_box(lagfit):
-    path = lagfit.tmp_path / "measured.csv"
+def test_unknown_truths_check_the_mass_matrix_at_the_starting_box(tmp_path):
+    path = tmp_path / "measured.csv"
     write_duffing_csv(path, n=20)
-    error = one_error_line(lagfit(
+    error = job_line(
         "system=duffing", "data=csv", f"data.path={path}",
         "system.params={m: null, k: null, beta: null}", "init.center=0.0",
-    ))
+    )
     assert "mass matrix" in error and "centre of the initial guesses" in error and "m=0" in error
