@@ -33,28 +33,67 @@ torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 
 
-#: tests that mostly wait on a real SLURM: one pytest-xdist worker runs all of them, first
-CLUSTER_TESTS = "tests/test_slurm.py::"
+#: tests that mostly wait on a real SLURM: one pytest-xdist worker runs them, before any other
+CLUSTER_TESTS = "tests/test_slurm.py"
+#: where the seconds each test file took last time are kept (pytest's cache, .pytest_cache/)
+FILE_SECONDS = "lagfit/file_seconds"
+
+
+def test_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The order the workers are handed whole test files in (see the scheduler below): the
+    SLURM tests first, then the files that took longest last time (a longest-first order
+    balances the workers), then the rest as collected. Every worker sorts the same way."""
+    seconds = config.cache.get(FILE_SECONDS, {}) if getattr(config, "cache", None) else {}
+    position = {}
+    for item in items:
+        position.setdefault(test_file(item.nodeid), len(position))
+
+    def rank(item):
+        path = test_file(item.nodeid)
+        return (path != CLUSTER_TESTS, -seconds.get(path, 0.0), position[path])
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's `load` distribution, except that the tests in :data:`CLUSTER_TESTS` go to
-    one worker together, first: they wait on SLURM for about a minute and a half (a time
-    limit is whole minutes), and `make test` gives pytest one worker more than there are
-    cores for them, so that no core idles meanwhile. Every other test is handed out alone.
-
-    (xdist's own `--dist loadgroup` would do this with a mark, but its group is lost under
-    pytest 9, which no longer lets it rename a test's node id.)
+    """pytest-xdist's `load` distribution by whole test files, in the order above: a file's
+    module fixtures (a shared sweep, a composed config) and its one-off costs (torch.compile's
+    first use) are then paid by one worker, not by each. The SLURM tests go first, to one
+    worker: they wait on the cluster for about a minute and a half (a time limit is whole
+    minutes), and `make test` gives pytest one worker more than there are cores for them.
     """
     if config.getvalue("dist") != "load":
         return None  # --dist loadfile, loadscope, ...: as asked
     from xdist.scheduler import LoadScopeScheduling
 
-    class ClusterTestsTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return CLUSTER_TESTS if nodeid.startswith(CLUSTER_TESTS) else nodeid
+    config.option.loadscopereorder = False  # the collection order above, not by test count
 
-    return ClusterTestsTogether(config, log)
+    class WholeFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_file(nodeid)
+
+    return WholeFiles(config, log)
+
+
+def pytest_runtest_logreport(report):
+    """Add up the seconds of each test file (setup, call, teardown) for the next run's order."""
+    _FILE_SECONDS[test_file(report.nodeid)] = _FILE_SECONDS.get(test_file(report.nodeid), 0.0) + report.duration
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if hasattr(config, "workerinput") or not _FILE_SECONDS or getattr(config, "cache", None) is None:
+        return  # a worker (the controller sees every report), or nothing to keep
+    seconds = config.cache.get(FILE_SECONDS, {})
+    seconds.update({path: round(value, 2) for path, value in _FILE_SECONDS.items()})
+    config.cache.set(FILE_SECONDS, seconds)
 
 
 @dataclass

@@ -230,7 +230,9 @@ def test_a_cancelled_pending_job_is_a_row_and_the_wait_ends_without_accounting(t
     )), table["error"][1]
     assert table["exit_code"][1] == 1
     # later, with SLURM's memory of the job gone too, summarize still tells it (the saved state)
-    proc = lagfit(tmp_path, "summarize", str(sweep_dir), env=env)
+    with pytest.MonkeyPatch.context() as patch:  # `lagfit summarize` in this process, sacct still refused
+        patch.setenv("PATH", env["PATH"])
+        proc = call_cli(["summarize", str(sweep_dir)], tmp_path)
     assert proc.returncode == 1 and "1 of 2 jobs ok, 1 cancelled" in proc.stderr, proc.stderr
 
 
@@ -261,7 +263,7 @@ def test_ctrl_c_leaves_the_jobs_running_and_summarize_collects_them(tmp_path, pa
     assert stderr.strip().splitlines()[-1] == (
         f"lagfit: interrupted: jobs continue on the cluster; collect them with `lagfit summarize {sweep_dir}`")
     # mid-sweep: every planned job is listed, as pending; not clean
-    proc = lagfit(tmp_path, "summarize", str(sweep_dir))
+    proc = call_cli(["summarize", str(sweep_dir)], tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "0 of 2 jobs ok, 2 pending" in proc.stderr
     table = summary(sweep_dir)
@@ -269,7 +271,7 @@ def test_ctrl_c_leaves_the_jobs_running_and_summarize_collects_them(tmp_path, pa
     # once the cluster is done: all ok, exit 0
     subprocess.run(["scontrol", "release", ids["0"].split("_")[0]], check=True)
     wait_until_gone(ids["1"])
-    proc = lagfit(tmp_path, "summarize", str(sweep_dir))
+    proc = call_cli(["summarize", str(sweep_dir)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert list(summary(sweep_dir)["status"]) == ["ok", "ok"]
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import call_cli
 from lagfit_cli.io import sweep
 
-#: small jobs: 64 points, 4 starts, a coarse landscape, no figures (the joblib sweep draws them)
+#: small jobs: 64 points, 4 starts, a coarse landscape, no figures (the submitit_local job draws them)
 FAST = ("data.n=8", "init.n_starts=4", "optim.iters=300", "task.resolution=12", "report.dpi=50",
         "report.figures=false")
 #: what every finished job folder holds, as a single run's does
@@ -138,21 +138,19 @@ def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
     """Jobs in joblib worker processes: the parent learns how they ended from their folders."""
     _plugin("hydra_joblib_launcher")
     sweep_dir = tmp_path / "sw"
-    # job 2 cannot write its figures (a file stands where its figures/ folder goes): a crash
-    (sweep_dir / "2").mkdir(parents=True)
-    (sweep_dir / "2" / "figures").write_text("not a folder")
-    # uncertainty=none: no profiles (nor their figure) in the workers, whose CPU time is spent
-    # out of sight of this process (two loky workers and three jobs with figures: ≈20 s)
+    # job 2 cannot write its results (a folder stands where its fit_results.csv goes): a crash
+    (sweep_dir / "2" / "fit_results.csv").mkdir(parents=True)
+    # uncertainty=none, no figures (the submitit_local worker draws them): the workers' CPU
+    # time is spent out of sight of this process (two loky workers, three jobs)
     proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
-                  "uncertainty=none", "report.figures=true", "noise.sigma=0.1", "seed=0,1,2",
-                  f"hydra.sweep.dir={sweep_dir}")
+                  "uncertainty=none", "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
     assert proc.returncode == 2, proc.stderr  # an OS error on the outputs: one line, exit 2
     table = summary(sweep_dir)
     assert list(table["status"]) == ["ok", "ok", "failed"]
-    assert table["error"][2].startswith("cannot write the results into") and "File exists" in table["error"][2]
+    assert table["error"][2].startswith("cannot write the results into") and "Is a directory" in table["error"][2]
     assert table["exit_code"][2] == 2
     for job in ("0", "1"):
-        assert_complete(sweep_dir / job, figures=True)
+        assert_complete(sweep_dir / job)
     # seeds draw different noise: different estimates
     assert table["k/m"][0] != table["k/m"][1]
     assert_reruns_identically(tmp_path, sweep_dir / "1", "job1_alone")
@@ -161,16 +159,17 @@ def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
     """One job (each job is a fresh worker process, ≈6 s of CPU): the parent learns from its
-    folder; the noise-free fit in the worker is exact (float64 there too)."""
+    folder; the noise-free fit in the worker is exact (float64 there too), and its figures
+    are drawn there (matplotlib's file backend reaches the workers: cli.main sets it)."""
     _plugin("hydra_submitit_launcher")
     proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=submitit_local", *FAST, "noise.sigma=0",
-                  "hydra.sweep.dir=sw")
+                  "uncertainty=none", "report.figures=true", "hydra.sweep.dir=sw")
     assert proc.returncode == 0, proc.stderr
     table = summary(tmp_path / "sw")
     assert list(table["status"]) == ["ok"]
     assert list(table["noise.sigma"]) == [0]
     assert table["k/m_rel_error"][0] < 1e-8
-    assert_complete(tmp_path / "sw" / "0")
+    assert_complete(tmp_path / "sw" / "0", figures=True)
     assert (tmp_path / "sw" / ".submitit").is_dir()  # the job went through submitit
     assert (tmp_path / "sw" / "summary.png").read_bytes().startswith(b"\x89PNG")
 
