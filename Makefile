@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/trajectory_bench.py --out outputs/trajectory_bench.csv
 	$(BIN)/python bench/forces_bench.py --out outputs/forces_bench.csv
 	$(BIN)/python bench/simulate_bench.py --out outputs/simulate_bench.csv
+	$(BIN)/python bench/startup.py outputs/startup.csv
 	$(BIN)/python bench/eiv_bench.py --out outputs/eiv_bench.csv
 
 clean:
