@@ -109,7 +109,6 @@ def test_two_runs_started_at_once_one_wins(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (("threads=1000",), "threads"),
     (("data=uniform", "data.n_points=1e8"), "data.n_points"),  # 1e8 as Hydra parses it
     (("data.n=100000000000000000000000000000",), "data.n"),  # a 30-digit integer from the command line
 ])
@@ -152,6 +151,7 @@ def composed():
 
 
 @pytest.mark.parametrize("groups, values, key", [
+    ((), {"threads": 1000}, "threads"),
     ((), {"report.dpi": 20000}, "report.dpi"),
     ((), {"init.n_starts": 10000000}, "init.n_starts"),
     (("data=uniform",), {"data.n_points": 100000000, "limits.max_memory_gb": 16}, "data.n_points"),
