@@ -4,6 +4,7 @@ job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for
 Every command runs in-process (conftest.call_cli: the exit code `lagfit` exits with); the
 jobs of the joblib and submitit_local sweeps run in the launchers' own worker processes."""
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -56,6 +57,28 @@ def assert_reruns_identically(tmp_path: Path, job_dir: Path, name: str) -> None:
     for key in TIMINGS:
         in_sweep.pop(key, None), rerun.pop(key, None)
     assert json.dumps(in_sweep) == json.dumps(rerun)
+
+
+@contextlib.contextmanager
+def summary_figure_built_not_rendered():
+    """Within: summary.png is built (``sweep_plot.summary_figure`` from the table) but not
+    rendered or written, for summaries whose tests check the table: rendering it costs
+    ≈1.3 s of CPU, and the sweeps above and test_summarize_an_existing_or_interrupted_sweep
+    render it. Yields the names of the figures built."""
+    import matplotlib.pyplot as plt
+
+    from lagfit_cli.io import sweep_plot
+
+    built = []
+
+    def save(fig, path, dpi=150, figure_format=None):
+        assert fig.axes, path  # a figure with its panels
+        built.append(Path(path).name)
+        plt.close(fig)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_plot, "save", save)
+        yield built
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +143,10 @@ def test_summarize_an_existing_or_interrupted_sweep(failing_sweep, checked):
     shutil.copytree(sweep_dir, copy)
     (copy / "1" / "metrics.json").unlink()
     (copy / "3" / "error.txt").unlink()
-    proc = lagfit(tmp, "summarize", str(copy))
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "summarize", str(copy))
     assert proc.returncode == 1, proc.stderr
+    assert built == ["summary.png"]
     table = summary(copy)
     assert list(table["status"]) == ["ok", "incomplete", "ok", "incomplete"]
     assert "interrupted" in table["error"][1]
@@ -178,7 +203,9 @@ def summarized_damaged_sweep(failing_sweep, tmp_path_factory):
     (sweep_dir / "3" / "error.txt").write_bytes(b"\xff\xfe bad\n")
     overrides = sweep_dir / "2" / ".hydra" / "overrides.yaml"
     overrides.write_text(yaml.safe_dump(['+note==HYPERLINK("http://x")', "+cmd=@SUM(A1)", "+neg=-3"]))
-    proc = lagfit(tmp, "summarize", str(sweep_dir))
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "summarize", str(sweep_dir))
+    assert built == ["summary.png"]
     return sweep_dir, proc.returncode, proc.stderr
 
 
@@ -194,7 +221,9 @@ def test_summarize_survives_malformed_job_folders(summarized_damaged_sweep):
 def test_summarize_lists_jobs_that_never_started(sweep_copy, tmp_path):
     shutil.rmtree(sweep_copy / "3")
     shutil.rmtree(sweep_copy / "2")
-    proc = lagfit(tmp_path, "summarize", str(sweep_copy))
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp_path, "summarize", str(sweep_copy))
+    assert built == ["summary.png"]
     table = pd.read_csv(sweep_copy / "summary.csv")
     assert list(table["status"]) == ["ok", "ok", "not_started", "not_started"], table
     assert list(table["job"]) == [0, 1, 2, 3]
