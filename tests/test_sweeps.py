@@ -63,8 +63,9 @@ def assert_reruns_identically(tmp_path: Path, job_dir: Path, name: str) -> None:
 def summary_figure_built_not_rendered():
     """Within: summary.png is built (``sweep_plot.summary_figure`` from the table) but not
     rendered or written, for summaries whose tests check the table: rendering it costs
-    ≈1.3 s of CPU, and the sweeps above and test_summarize_an_existing_or_interrupted_sweep
-    render it. Yields the names of the figures built."""
+    ≈1.3 s of CPU; test_summarize_an_existing_or_interrupted_sweep renders (and checks) the
+    four-job sweep's, test_submitit_local_sweep the one a sweep writes at its end. Yields
+    the names of the figures built."""
     import matplotlib.pyplot as plt
 
     from lagfit_cli.io import sweep_plot
@@ -87,8 +88,11 @@ def failing_sweep(tmp_path_factory):
     the noise_sweep preset narrowed on the command line (which overrides its params and sizes):
     its 64 jobs become these four."""
     tmp = tmp_path_factory.mktemp("sweep")
-    proc = lagfit(tmp, "run", "-m", "experiment=noise_sweep", *FAST, "estimator=ls", "seed=0",
-                  "noise.sigma=0,0.01,0.1,-1", "hydra.sweep.dir=sw")
+    # summary.png: built at the sweep's end, rendered by test_summarize_an_existing_or_interrupted_sweep
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "run", "-m", "experiment=noise_sweep", *FAST, "estimator=ls", "seed=0",
+                      "noise.sigma=0,0.01,0.1,-1", "hydra.sweep.dir=sw")
+    assert built == ["summary.png"]
     return tmp, tmp / "sw", proc
 
 
@@ -118,7 +122,6 @@ def test_a_failing_job_is_recorded_and_the_others_finish(failing_sweep):
     bad = sweep_dir / failed["dir"].item()
     assert (bad / "error.txt").read_text().splitlines() == [failed["error"].item(), "exit code 2"]
     assert not (bad / "metrics.json").exists()
-    assert (sweep_dir / "summary.png").stat().st_size > 10_000
 
 
 def test_one_job_reruns_alone_byte_for_byte(failing_sweep):
@@ -132,11 +135,11 @@ def test_summarize_an_existing_or_interrupted_sweep(failing_sweep, checked):
     tmp, sweep_dir, _ = failing_sweep
     before = summary(sweep_dir)
     (sweep_dir / "summary.csv").unlink()
-    (sweep_dir / "summary.png").unlink()
     proc = lagfit(tmp, "summarize", str(sweep_dir))
     assert proc.returncode == 2, proc.stderr
     assert summary(sweep_dir).equals(before)
     assert (sweep_dir / "summary.png").read_bytes().startswith(b"\x89PNG")
+    assert (sweep_dir / "summary.png").stat().st_size > 10_000
     assert_inside(checked, {"summary.png"})
     # a job killed mid-way (no metrics.json, no error.txt) is reported, not dropped
     copy = tmp / "interrupted"
@@ -257,8 +260,10 @@ def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
     (sweep_dir / "2" / "fit_results.csv").mkdir(parents=True)
     # uncertainty=none, no figures (the submitit_local worker draws them): the workers' CPU
     # time is spent out of sight of this process (two loky workers, three jobs)
-    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
-                  "uncertainty=none", "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
+    with summary_figure_built_not_rendered() as built:  # rendered in the submitit_local sweep's parent
+        proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+                      "uncertainty=none", "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
+    assert built == ["summary.png"]
     assert proc.returncode == 2, proc.stderr  # an OS error on the outputs: one line, exit 2
     table = summary(sweep_dir)
     assert list(table["status"]) == ["ok", "ok", "failed"]
