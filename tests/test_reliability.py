@@ -381,7 +381,7 @@ def test_bad_values_are_named_where_they_arose(tmp_path, overrides, expected):
 def test_bad_config_values_are_named_before_any_work(composed, key, value, expected):
     """Values the job's checks refuse, told where a job tells them (full runs of that kind:
     above and in the oversized-run tests)."""
-    cfg = composed(*TINY)
+    cfg = composed()  # the default run's config (sizes do not matter here)
     OmegaConf.update(cfg, key, value)
     line = _job_checks(cfg)
     assert "\n" not in line and expected in line, line
