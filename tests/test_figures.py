@@ -4,10 +4,11 @@ figures/README.md names each figure with the table it is drawn from.
 
 The check hooks ``io.style.save`` (the one way a figure is written), so every figure of
 every run below is checked as it is saved: the seed report at tiny sizes, a custom fit with
-unknown truths on a CSV file, the summary of a two-job sweep. The figures that only other tests' runs draw are
+unknown truths on a CSV file. The figures that only other tests' runs draw are
 checked where they are drawn, the same way, so that no figure is drawn twice:
 tests/test_simulate.py checks task=simulate's q(t) (fig_trajectories) and the rollout
-check's figure (fig_rollout), tests/test_eiv.py the noise study's estimator figure.
+check's figure (fig_rollout), tests/test_eiv.py the noise study's estimator figure,
+tests/test_sweeps.py the summary.png of a sweep (`lagfit summarize` of its four-job sweep).
 Both styles (paper, slides) are
 covered. Rendering costs about 0.5 s of CPU per figure (matplotlib's text layout), so the
 runs are few: the seed report on the anharmonic oscillator's m × α plane (3 parameters,
@@ -87,21 +88,6 @@ def test_custom_fit_on_measured_data_in_the_slides_style(lagfit, checked):
     assert_inside(checked, {f"{n}.png" for n in names})
     assert_index(proc.run_dir, names)
     assert "m: not identifiable" in proc.stderr + proc.stdout
-
-
-def test_sweep_summary_fits_its_canvas(lagfit, checked):
-    """The summary a sweep writes at its end (``sweeps.write_or_explain``), drawn by ``lagfit
-    summarize`` over the job folders of two runs that differ in noise.sigma: the figure of
-    ``run -m ... noise.sigma=0,0.1`` without Hydra composing each job's config twice more."""
-    sweep_dir = lagfit.tmp_path / "sw"
-    for job, sigma in enumerate(("0", "0.1")):
-        proc = lagfit("data.n=6", "init.n_starts=2", "optim.iters=15", "uncertainty=none", f"noise.sigma={sigma}",
-                      run_dir=sweep_dir / str(job))
-        assert proc.returncode == 0, proc.stderr
-    proc = lagfit.cli("summarize", str(sweep_dir))
-    assert proc.returncode == 0, proc.stderr
-    assert (sweep_dir / "summary.csv").is_file()
-    assert_inside(checked, {"summary.png"})
 
 
 def test_benchmark_figure_fits_its_canvas():

@@ -71,14 +71,6 @@ def test_a_finished_run_is_refused_however_the_folder_is_named(finished, monkeyp
     assert not (finished / rundir.LOCK_FILE).exists()
 
 
-def test_a_multirun_never_writes_into_a_finished_sweep(sweep_dir):
-    """A second sweep into the folder of a finished one (the four-job sweep below) is refused."""
-    before = snapshot(sweep_dir)
-    code, err = lagfit("run", "-m", *TINY, "seed=4,5", f"hydra.sweep.dir={sweep_dir}")
-    one_error_line(code, err, "already holds the jobs of another sweep")
-    assert snapshot(sweep_dir) == before
-
-
 def test_a_folder_in_use_and_a_stale_lock_are_told_apart(tmp_path):
     busy, stale = tmp_path / "busy", tmp_path / "stale"
     import socket
@@ -117,7 +109,6 @@ def test_two_runs_started_at_once_one_wins(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (("threads=1000",), "threads"),
     (("data=uniform", "data.n_points=1e8"), "data.n_points"),  # 1e8 as Hydra parses it
     (("data.n=100000000000000000000000000000",), "data.n"),  # a 30-digit integer from the command line
 ])
@@ -160,6 +151,7 @@ def composed():
 
 
 @pytest.mark.parametrize("groups, values, key", [
+    ((), {"threads": 1000}, "threads"),
     ((), {"report.dpi": 20000}, "report.dpi"),
     ((), {"init.n_starts": 10000000}, "init.n_starts"),
     (("data=uniform",), {"data.n_points": 100000000, "limits.max_memory_gb": 16}, "data.n_points"),
@@ -389,7 +381,7 @@ def test_bad_values_are_named_where_they_arose(tmp_path, overrides, expected):
 def test_bad_config_values_are_named_before_any_work(composed, key, value, expected):
     """Values the job's checks refuse, told where a job tells them (full runs of that kind:
     above and in the oversized-run tests)."""
-    cfg = composed(*TINY)
+    cfg = composed()  # the default run's config (sizes do not matter here)
     OmegaConf.update(cfg, key, value)
     line = _job_checks(cfg)
     assert "\n" not in line and expected in line, line
@@ -437,71 +429,3 @@ def test_long_flat_sums_compile():
     assert torch.allclose(value, torch.tensor(expected, dtype=torch.float64))
     with pytest.raises(LagfitError, match="nested"):
         compile_lagrangian("k*q0" + "*(q0" * 400 + ")" * 400, ("k",))
-
-
-# --------------------------------------------------------------------------- summarize
-
-
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    sweep = tmp_path_factory.mktemp("sweep") / "sw"
-    code, err = lagfit("run", "-m", *TINY, "seed=0,1,2,3", "hydra/launcher=basic", f"hydra.sweep.dir={sweep}")
-    assert code == 0, err
-    return sweep
-
-
-@pytest.fixture
-def sweep_dir(finished_sweep, tmp_path):
-    """A copy of one finished four-job sweep, for a test to damage."""
-    import shutil
-
-    return Path(shutil.copytree(finished_sweep, tmp_path / "sw"))
-
-
-@pytest.fixture(scope="module")
-def summarized_damaged_sweep(finished_sweep, tmp_path_factory):
-    """`lagfit summarize` of a copy of the finished sweep with every job but the last
-    malformed, and formulas among the overrides of the last (the one that stays ok)."""
-    import shutil
-
-    sweep_dir = Path(shutil.copytree(finished_sweep, tmp_path_factory.mktemp("damaged") / "sw"))
-    (sweep_dir / "0" / "metrics.json").write_text("[1, 2]")
-    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- !!python/object/apply:os.system ['echo hi']\n")
-    (sweep_dir / "2" / "error.txt").write_bytes(b"\xff\xfe bad\n")
-    overrides = sweep_dir / "3" / ".hydra" / "overrides.yaml"
-    overrides.write_text(yaml.safe_dump(['+note==HYPERLINK("http://x")', "+cmd=@SUM(A1)", "+neg=-3"]))
-    code, err = lagfit("summarize", str(sweep_dir))
-    return sweep_dir, code, err
-
-
-def test_summarize_survives_malformed_job_folders(summarized_damaged_sweep):
-    sweep_dir, code, err = summarized_damaged_sweep
-    assert code == 1 and "Traceback" not in err, err
-    table = pd.read_csv(sweep_dir / "summary.csv")
-    assert list(table["status"]) == ["failed", "failed", "failed", "ok"]
-    errors = list(table["error"][:3])
-    assert "JSON list" in errors[0] and "python" in errors[1] and "UTF-8" in errors[2]
-
-
-def test_summarize_lists_jobs_that_never_started(sweep_dir):
-    import shutil
-
-    shutil.rmtree(sweep_dir / "3")
-    shutil.rmtree(sweep_dir / "2")
-    code, err = lagfit("summarize", str(sweep_dir))
-    table = pd.read_csv(sweep_dir / "summary.csv")
-    assert list(table["status"]) == ["ok", "ok", "not_started", "not_started"], table
-    assert list(table["job"]) == [0, 1, 2, 3]
-    assert "seed=3" in table["overrides"].iloc[3]
-    assert code == 1 and "2 not started" in err
-
-
-def test_summary_csv_escapes_formulas(summarized_damaged_sweep):
-    sweep_dir, code, err = summarized_damaged_sweep
-    assert "Traceback" not in err, err
-    table = pd.read_csv(sweep_dir / "summary.csv", dtype=str, keep_default_na=False)
-    # the job with formulas in its overrides is summarized as any good job: ok, no error
-    assert table["status"][3] == "ok" and table["error"][3] == ""
-    assert table["note"][3] == "'=HYPERLINK(\"http://x\")" and table["cmd"][3] == "'@SUM(A1)"
-    assert table["neg"][3] == "-3"  # a number stays a number
-    assert not any(str(v).startswith(("=", "@", "+")) for v in table.to_numpy().ravel())

@@ -4,6 +4,7 @@ job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for
 Every command runs in-process (conftest.call_cli: the exit code `lagfit` exits with); the
 jobs of the joblib and submitit_local sweeps run in the launchers' own worker processes."""
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import call_cli
+from conftest import assert_inside, call_cli
 from lagfit_cli.io import sweep
 
 #: small jobs: 64 points, 4 starts, a coarse landscape, no figures (the submitit_local job draws them)
@@ -58,14 +59,40 @@ def assert_reruns_identically(tmp_path: Path, job_dir: Path, name: str) -> None:
     assert json.dumps(in_sweep) == json.dumps(rerun)
 
 
+@contextlib.contextmanager
+def summary_figure_built_not_rendered():
+    """Within: summary.png is built (``sweep_plot.summary_figure`` from the table) but not
+    rendered or written, for summaries whose tests check the table: rendering it costs
+    ≈1.3 s of CPU; test_summarize_an_existing_or_interrupted_sweep renders (and checks) the
+    four-job sweep's, test_submitit_local_sweep the one a sweep writes at its end. Yields
+    the names of the figures built."""
+    import matplotlib.pyplot as plt
+
+    from lagfit_cli.io import sweep_plot
+
+    built = []
+
+    def save(fig, path, dpi=150, figure_format=None):
+        assert fig.axes, path  # a figure with its panels
+        built.append(Path(path).name)
+        plt.close(fig)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_plot, "save", save)
+        yield built
+
+
 @pytest.fixture(scope="module")
 def failing_sweep(tmp_path_factory):
     """Four jobs over σ, one of them (σ = −1) bad input: the done-when sweep of issue 6. It is
     the noise_sweep preset narrowed on the command line (which overrides its params and sizes):
     its 64 jobs become these four."""
     tmp = tmp_path_factory.mktemp("sweep")
-    proc = lagfit(tmp, "run", "-m", "experiment=noise_sweep", *FAST, "estimator=ls", "seed=0",
-                  "noise.sigma=0,0.01,0.1,-1", "hydra.sweep.dir=sw")
+    # summary.png: built at the sweep's end, rendered by test_summarize_an_existing_or_interrupted_sweep
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "run", "-m", "experiment=noise_sweep", *FAST, "estimator=ls", "seed=0",
+                      "noise.sigma=0,0.01,0.1,-1", "hydra.sweep.dir=sw")
+    assert built == ["summary.png"]
     return tmp, tmp / "sw", proc
 
 
@@ -95,7 +122,6 @@ def test_a_failing_job_is_recorded_and_the_others_finish(failing_sweep):
     bad = sweep_dir / failed["dir"].item()
     assert (bad / "error.txt").read_text().splitlines() == [failed["error"].item(), "exit code 2"]
     assert not (bad / "metrics.json").exists()
-    assert (sweep_dir / "summary.png").stat().st_size > 10_000
 
 
 def test_one_job_reruns_alone_byte_for_byte(failing_sweep):
@@ -103,20 +129,27 @@ def test_one_job_reruns_alone_byte_for_byte(failing_sweep):
     assert_reruns_identically(tmp, sweep_dir / "2", "job2_alone")
 
 
-def test_summarize_an_existing_or_interrupted_sweep(failing_sweep):
+def test_summarize_an_existing_or_interrupted_sweep(failing_sweep, checked):
+    """Also the canvas check of summary.png as `lagfit summarize` draws it (tests/test_figures.py
+    checks every other figure): three jobs over noise.sigma (0 among them) and a failed one."""
     tmp, sweep_dir, _ = failing_sweep
     before = summary(sweep_dir)
     (sweep_dir / "summary.csv").unlink()
     proc = lagfit(tmp, "summarize", str(sweep_dir))
     assert proc.returncode == 2, proc.stderr
     assert summary(sweep_dir).equals(before)
+    assert (sweep_dir / "summary.png").read_bytes().startswith(b"\x89PNG")
+    assert (sweep_dir / "summary.png").stat().st_size > 10_000
+    assert_inside(checked, {"summary.png"})
     # a job killed mid-way (no metrics.json, no error.txt) is reported, not dropped
     copy = tmp / "interrupted"
     shutil.copytree(sweep_dir, copy)
     (copy / "1" / "metrics.json").unlink()
     (copy / "3" / "error.txt").unlink()
-    proc = lagfit(tmp, "summarize", str(copy))
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "summarize", str(copy))
     assert proc.returncode == 1, proc.stderr
+    assert built == ["summary.png"]
     table = summary(copy)
     assert list(table["status"]) == ["ok", "incomplete", "ok", "incomplete"]
     assert "interrupted" in table["error"][1]
@@ -125,6 +158,91 @@ def test_summarize_an_existing_or_interrupted_sweep(failing_sweep):
     assert proc.returncode == 2 and proc.stderr.strip() == f"lagfit: error: summarize: {tmp / 'nowhere'} is not a folder"
     proc = lagfit(tmp, "summarize", str(sweep_dir / "0"))
     assert proc.returncode == 2 and "no job folders" in proc.stderr
+
+
+# --------------------------------------------------------------------------- issue 14: finished sweeps are
+# never changed, damaged ones are summarized (copies of the failing sweep above: jobs 0-2 ok, 3 failed)
+
+#: a refused sweep's jobs (it never starts them)
+TINY = ("data.n=4", "optim.iters=5", "report.figures=false")
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(proc, expected: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lagfit: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    assert expected in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def sweep_copy(failing_sweep, tmp_path):
+    """A copy of the finished four-job sweep above, for a test to damage."""
+    return Path(shutil.copytree(failing_sweep[1], tmp_path / "sw"))
+
+
+def test_a_multirun_never_writes_into_a_finished_sweep(sweep_copy, tmp_path):
+    """A second sweep into the folder of a finished one is refused, and changes nothing."""
+    before = snapshot(sweep_copy)
+    one_error_line(lagfit(tmp_path, "run", "-m", *TINY, "seed=4,5", f"hydra.sweep.dir={sweep_copy}"),
+                   "already holds the jobs of another sweep")
+    assert snapshot(sweep_copy) == before
+
+
+@pytest.fixture(scope="module")
+def summarized_damaged_sweep(failing_sweep, tmp_path_factory):
+    """`lagfit summarize` of a copy of the finished sweep with every job but job 2 malformed
+    (job 3, the failed one, with an error.txt that is not UTF-8), and formulas among the
+    overrides of job 2 (the one that stays ok)."""
+    tmp = tmp_path_factory.mktemp("damaged")
+    sweep_dir = Path(shutil.copytree(failing_sweep[1], tmp / "sw"))
+    (sweep_dir / "0" / "metrics.json").write_text("[1, 2]")
+    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- !!python/object/apply:os.system ['echo hi']\n")
+    (sweep_dir / "3" / "error.txt").write_bytes(b"\xff\xfe bad\n")
+    overrides = sweep_dir / "2" / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(['+note==HYPERLINK("http://x")', "+cmd=@SUM(A1)", "+neg=-3"]))
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp, "summarize", str(sweep_dir))
+    assert built == ["summary.png"]
+    return sweep_dir, proc.returncode, proc.stderr
+
+
+def test_summarize_survives_malformed_job_folders(summarized_damaged_sweep):
+    sweep_dir, code, err = summarized_damaged_sweep
+    assert code == 1 and "Traceback" not in err, err
+    table = pd.read_csv(sweep_dir / "summary.csv")
+    assert list(table["status"]) == ["failed", "failed", "ok", "failed"]
+    errors = [table["error"][i] for i in (0, 1, 3)]
+    assert "JSON list" in errors[0] and "python" in errors[1] and "UTF-8" in errors[2]
+
+
+def test_summarize_lists_jobs_that_never_started(sweep_copy, tmp_path):
+    shutil.rmtree(sweep_copy / "3")
+    shutil.rmtree(sweep_copy / "2")
+    with summary_figure_built_not_rendered() as built:
+        proc = lagfit(tmp_path, "summarize", str(sweep_copy))
+    assert built == ["summary.png"]
+    table = pd.read_csv(sweep_copy / "summary.csv")
+    assert list(table["status"]) == ["ok", "ok", "not_started", "not_started"], table
+    assert list(table["job"]) == [0, 1, 2, 3]
+    assert "noise.sigma=-1" in table["overrides"].iloc[3]
+    assert proc.returncode == 1 and "2 not started" in proc.stderr
+
+
+def test_summary_csv_escapes_formulas(summarized_damaged_sweep):
+    sweep_dir, code, err = summarized_damaged_sweep
+    assert "Traceback" not in err, err
+    table = pd.read_csv(sweep_dir / "summary.csv", dtype=str, keep_default_na=False)
+    # the job with formulas in its overrides is summarized as any good job: ok, no error
+    assert table["status"][2] == "ok" and table["error"][2] == ""
+    assert table["note"][2] == "'=HYPERLINK(\"http://x\")" and table["cmd"][2] == "'@SUM(A1)"
+    assert table["neg"][2] == "-3"  # a number stays a number
+    assert not any(str(v).startswith(("=", "@", "+")) for v in table.to_numpy().ravel())
 
 
 def _plugin(name: str) -> None:
@@ -142,8 +260,10 @@ def test_joblib_sweep_over_seeds_with_a_crashing_job(tmp_path):
     (sweep_dir / "2" / "fit_results.csv").mkdir(parents=True)
     # uncertainty=none, no figures (the submitit_local worker draws them): the workers' CPU
     # time is spent out of sight of this process (two loky workers, three jobs)
-    proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
-                  "uncertainty=none", "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
+    with summary_figure_built_not_rendered() as built:  # rendered in the submitit_local sweep's parent
+        proc = lagfit(tmp_path, "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+                      "uncertainty=none", "noise.sigma=0.1", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}")
+    assert built == ["summary.png"]
     assert proc.returncode == 2, proc.stderr  # an OS error on the outputs: one line, exit 2
     table = summary(sweep_dir)
     assert list(table["status"]) == ["ok", "ok", "failed"]
