@@ -1,8 +1,8 @@
 """Sweeps as a user runs them: `lagfit run -m ...` into tmp_path, then summary.csv, exit codes,
 job folders, launchers, `lagfit summarize`, and rerunning one job alone byte for byte.
 
-Every command runs in-process (conftest.call_cli: the exit code `lagfit` exits with); the
-jobs of the joblib and submitit_local sweeps run in the launchers' own worker processes."""
+Every command runs in-process (conftest.call_cli: the exit code `lagfit` exits with). The
+sweeps whose jobs run in the launchers' own worker processes are in tests/test_launchers.py."""
 
 import contextlib
 import json
