@@ -37,9 +37,11 @@ torch.set_num_threads(1)
 CLUSTER_TESTS = "tests/test_slurm.py"
 #: where the seconds each test file took last time are kept (pytest's cache, .pytest_cache/)
 FILE_SECONDS = "lagfit/file_seconds"
+#: seconds per test file in this run, as the reports come in (the controller's, under xdist)
+_FILE_SECONDS: dict[str, float] = {}
 
 
-def test_file(nodeid: str) -> str:
+def file_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
@@ -50,10 +52,10 @@ def pytest_collection_modifyitems(config, items):
     seconds = config.cache.get(FILE_SECONDS, {}) if getattr(config, "cache", None) else {}
     position = {}
     for item in items:
-        position.setdefault(test_file(item.nodeid), len(position))
+        position.setdefault(file_of(item.nodeid), len(position))
 
     def rank(item):
-        path = test_file(item.nodeid)
+        path = file_of(item.nodeid)
         return (path != CLUSTER_TESTS, -seconds.get(path, 0.0), position[path])
 
     items.sort(key=rank)  # stable: a file's tests keep their order
@@ -74,17 +76,15 @@ def pytest_xdist_make_scheduler(config, log):
 
     class WholeFiles(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_file(nodeid)
+            return file_of(nodeid)
 
     return WholeFiles(config, log)
 
 
 def pytest_runtest_logreport(report):
     """Add up the seconds of each test file (setup, call, teardown) for the next run's order."""
-    _FILE_SECONDS[test_file(report.nodeid)] = _FILE_SECONDS.get(test_file(report.nodeid), 0.0) + report.duration
-
-
-_FILE_SECONDS: dict[str, float] = {}
+    path = file_of(report.nodeid)
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session):
